@@ -1,0 +1,377 @@
+"""Relational model of the network asset registry, users, tokens and the audit trail.
+
+Physical quantities are SI and say so in their names (`length_m`, `inner_diameter_m`,
+`outlet_setpoint_pa_gauge`); volumes are at Russian standard conditions (20 °C, 101.325 kPa),
+marked `_std`. Asset ids are stable strings chosen by the utility or the importer (`P-000123`),
+so they survive export/import round trips.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = [
+    "ApiToken",
+    "Area",
+    "AuditHead",
+    "AuditRecord",
+    "Base",
+    "Crew",
+    "Equipment",
+    "Meter",
+    "NetworkLink",
+    "NetworkNode",
+    "Pipe",
+    "PressureLevel",
+    "ServicePoint",
+    "SkzStation",
+    "Station",
+    "User",
+    "UTCDateTime",
+    "Valve",
+]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored as UTC and always returned tz-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: timestamps are UTC and tz-aware")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def utcnow() -> dt.datetime:
+    """Current time, UTC, tz-aware."""
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a constraint naming convention (stable Alembic diffs)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Timestamped:
+    """Creation and last-change times."""
+
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+# --- reference data -------------------------------------------------------------------------
+
+
+class Area(Timestamped, Base):
+    """A network district: the unit that scopes what a user sees and may change."""
+
+    __tablename__ = "areas"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class PressureLevel(Base):
+    """A pressure class of the network, gauge pressure bounds in Pa (min exclusive, max inclusive)."""
+
+    __tablename__ = "pressure_levels"
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    min_pa_gauge: Mapped[float] = mapped_column(Float)
+    max_pa_gauge: Mapped[float] = mapped_column(Float)
+    rank: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# --- network --------------------------------------------------------------------------------
+
+
+class NetworkNode(Timestamped, Base):
+    """A junction, source or end point of the network (WGS84, elevation above sea level)."""
+
+    __tablename__ = "nodes"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32), default="junction")
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    pressure_level: Mapped[str] = mapped_column(ForeignKey("pressure_levels.code"), index=True)
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    elevation_m: Mapped[float] = mapped_column(Float, default=0.0)
+    status: Mapped[str] = mapped_column(String(16), default="in_service", index=True)
+    props: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Pipe(Timestamped, Base):
+    """A pipe section between two nodes of the same pressure level."""
+
+    __tablename__ = "pipes"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    from_node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
+    to_node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
+    length_m: Mapped[float] = mapped_column(Float)
+    inner_diameter_m: Mapped[float] = mapped_column(Float)
+    material: Mapped[str] = mapped_column(String(16), index=True)
+    roughness_m: Mapped[float] = mapped_column(Float)
+    pressure_level: Mapped[str] = mapped_column(ForeignKey("pressure_levels.code"), index=True)
+    year_laid: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="in_service", index=True)
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    # Intermediate vertices [[lon, lat], ...] between the end nodes, as drawn on the map.
+    vertices: Mapped[list[list[float]] | None] = mapped_column(JSON)
+
+
+class Station(Timestamped, Base):
+    """A pressure-reducing station joining two pressure levels: GRS, GRP or ShRP."""
+
+    __tablename__ = "stations"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(8), index=True)
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    inlet_node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"))
+    outlet_node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"))
+    inlet_level: Mapped[str] = mapped_column(ForeignKey("pressure_levels.code"))
+    outlet_level: Mapped[str] = mapped_column(ForeignKey("pressure_levels.code"))
+    outlet_setpoint_pa_gauge: Mapped[float] = mapped_column(Float)
+    capacity_m3h_std: Mapped[float | None] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="in_service", index=True)
+
+
+class Valve(Timestamped, Base):
+    """A shut-off valve between two nodes of one pressure level."""
+
+    __tablename__ = "valves"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    from_node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
+    to_node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
+    pressure_level: Mapped[str] = mapped_column(ForeignKey("pressure_levels.code"), index=True)
+    diameter_m: Mapped[float | None] = mapped_column(Float)
+    normal_state: Mapped[str] = mapped_column(String(16), default="open")
+    current_state: Mapped[str] = mapped_column(String(16), default="open")
+    remotely_operable: Mapped[bool] = mapped_column(Boolean, default=False)
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="in_service", index=True)
+
+
+skz_protected_pipes = Table(
+    "skz_protected_pipes",
+    Base.metadata,
+    Column("skz_id", ForeignKey("skz_stations.id", ondelete="CASCADE"), primary_key=True),
+    Column("pipe_id", ForeignKey("pipes.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class SkzStation(Timestamped, Base):
+    """A cathodic-protection station (rectifier) protecting steel pipes."""
+
+    __tablename__ = "skz_stations"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    rated_voltage_v: Mapped[float] = mapped_column(Float, default=48.0)
+    rated_current_a: Mapped[float] = mapped_column(Float, default=25.0)
+    status: Mapped[str] = mapped_column(String(16), default="in_service", index=True)
+    protected_pipes: Mapped[list[Pipe]] = relationship(secondary=skz_protected_pipes, lazy="raise")
+
+
+class NetworkLink(Timestamped, Base):
+    """A link kind of transmission networks with no own table (GasLib import).
+
+    Kinds: `short_pipe`, `compressor`, `resistor`, `control_valve`; their parameters
+    (SI units) are kept in `params`.
+    """
+
+    __tablename__ = "network_links"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    from_node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
+    to_node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
+    pressure_level: Mapped[str] = mapped_column(ForeignKey("pressure_levels.code"))
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="in_service", index=True)
+
+
+class ServicePoint(Timestamped, Base):
+    """A consumer's delivery point attached to a network node."""
+
+    __tablename__ = "service_points"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    category: Mapped[str] = mapped_column(String(16), index=True)
+    critical_kind: Mapped[str | None] = mapped_column(String(32))
+    address: Mapped[str | None] = mapped_column(String(300))
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    peak_load_m3h_std: Mapped[float] = mapped_column(Float, default=0.0)
+    annual_volume_m3_std: Mapped[float] = mapped_column(Float, default=0.0)
+    min_pressure_pa_gauge: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="in_service", index=True)
+
+
+class Meter(Timestamped, Base):
+    """A meter: residential, industrial volume corrector, or an internal utility meter."""
+
+    __tablename__ = "meters"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    serial: Mapped[str] = mapped_column(String(64), unique=True)
+    model: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    service_point_id: Mapped[str | None] = mapped_column(
+        ForeignKey("service_points.id"), index=True
+    )
+    station_id: Mapped[str | None] = mapped_column(ForeignKey("stations.id"), index=True)
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    verification_due: Mapped[dt.date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), default="in_service", index=True)
+
+
+class Equipment(Timestamped, Base):
+    """An item of a station's equipment hierarchy (regulator, filter, shut-off valve, meter…)."""
+
+    __tablename__ = "equipment"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    station_id: Mapped[str] = mapped_column(ForeignKey("stations.id"), index=True)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("equipment.id"), index=True)
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    model: Mapped[str | None] = mapped_column(String(100))
+    serial: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="in_service", index=True)
+
+
+# --- people ---------------------------------------------------------------------------------
+
+user_areas = Table(
+    "user_areas",
+    Base.metadata,
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("area_id", ForeignKey("areas.id", ondelete="CASCADE"), primary_key=True),
+)
+
+crew_members = Table(
+    "crew_members",
+    Base.metadata,
+    Column("crew_id", ForeignKey("crews.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class User(Timestamped, Base):
+    """A person or system account with one role, scoped to areas (or to all areas)."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    full_name: Mapped[str | None] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32), index=True)
+    all_areas: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    areas: Mapped[list[Area]] = relationship(secondary=user_areas, lazy="selectin")
+
+
+class ApiToken(Base):
+    """A long-lived API token for an integrator; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Crew(Timestamped, Base):
+    """A field crew: a foreman, members and a vehicle, working in one area."""
+
+    __tablename__ = "crews"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    foreman_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    vehicle: Mapped[str | None] = mapped_column(String(100))
+    members: Mapped[list[User]] = relationship(secondary=crew_members, lazy="raise")
+
+
+# --- audit ----------------------------------------------------------------------------------
+
+
+class AuditRecord(Base):
+    """One audited action (or refusal); `hash` chains it to the record before it."""
+
+    __tablename__ = "audit_records"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ts: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str | None] = mapped_column(String(100), index=True)
+    role: Mapped[str | None] = mapped_column(String(32))
+    operation: Mapped[str] = mapped_column(String(100), index=True)
+    outcome: Mapped[str] = mapped_column(String(16), index=True)
+    target_ids: Mapped[list[str]] = mapped_column(JSON)
+    diff: Mapped[dict[str, Any]] = mapped_column(JSON)
+    client_addr: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The single row naming the chain's last record; locked by writers to keep the chain linear."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+Index("ix_service_points_area_category", ServicePoint.area_id, ServicePoint.category)

@@ -1,0 +1,1 @@
+"""gasops frontend package."""

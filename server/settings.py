@@ -1,0 +1,83 @@
+"""The one place that reads the environment: a frozen, typed settings object.
+
+Every other module receives the values it needs from `Settings` (or a sub-object of it) through
+the composition root, so tests can build any configuration without touching `os.environ`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["HistorianKind", "Settings", "load_or_create_secret"]
+
+
+class HistorianKind(StrEnum):
+    """Which telemetry history engine is used."""
+
+    duckdb = "duckdb"
+    questdb = "questdb"
+
+
+def load_or_create_secret(path: Path) -> str:
+    """Return the secret key stored at `path`, creating it (mode 0600) on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return key
+
+
+class Settings(BaseSettings):
+    """All configuration of a gasops process; environment prefix `GASOPS_`, optional `.env`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GASOPS_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    var_dir: Path = Field(default=Path("var"), description="Runtime files: SQLite, secrets, certs")
+    database_url: str = Field(default="", description="SQLAlchemy async URL; default SQLite in var/")
+    redis_url: str | None = Field(default=None, description="Redis for the bus and RQ jobs")
+    historian: HistorianKind = HistorianKind.duckdb
+    historian_url: str = Field(default="", description="DuckDB file path or QuestDB address")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    secret_key: SecretStr | None = Field(default=None, description="Token signing key")
+    log_level: str = "INFO"
+
+    # GraphQL surface
+    graphiql: bool = True
+    introspection: bool = True
+    ws_allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8000", "http://localhost:8000")
+    ws_max_subscriptions: int = Field(default=20, ge=1)
+    max_query_depth: int = Field(default=10, ge=2)
+    max_query_tokens: int = Field(default=2000, ge=10)
+    max_query_aliases: int = Field(default=15, ge=1)
+    max_query_cost: int = Field(default=20_000, ge=1)
+    max_page_size: int = Field(default=500, ge=1)
+
+    # Auth
+    access_token_ttl_s: int = Field(default=900, ge=30)
+
+    @model_validator(mode="after")
+    def _defaults_from_var_dir(self) -> Settings:
+        # Derived defaults live here so that var_dir alone relocates every runtime file.
+        if not self.database_url:
+            object.__setattr__(
+                self, "database_url", f"sqlite+aiosqlite:///{self.var_dir / 'gasops.sqlite3'}"
+            )
+        if not self.historian_url and self.historian is HistorianKind.duckdb:
+            object.__setattr__(self, "historian_url", str(self.var_dir / "history.duckdb"))
+        return self
+
+    def signing_key(self) -> str:
+        """The token signing key: from settings, else generated once into `var/secret_key`."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        return load_or_create_secret(self.var_dir / "secret_key")

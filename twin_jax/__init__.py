@@ -1,0 +1,1 @@
+"""gasops twin_jax package."""
