@@ -1,0 +1,204 @@
+"""Root query: registry lists (cursor pages with filters), node(id), summary, topology, audit."""
+
+from typing import Any
+
+import strawberry
+from strawberry import relay
+from strawberry.types import Info
+
+from erp import views
+from schema.context import Context
+from schema.permissions import Can
+from schema.types import assets as t
+from schema.types import inputs as i
+from schema.types.connection import Connection, Edge, decode_cursor, encode_cursor
+from schema.types.report import (
+    AuditRecord,
+    AuditRecordFilter,
+    GroupSummary,
+    NetworkSummary,
+    TopologyComponent,
+    TopologyReport,
+)
+
+__all__ = ["Query"]
+
+READ = [Can("registry.read")]
+_FILTER_RENAMES = {"node_kind": "kind", "link_kind": "kind", "station_kind": "kind",
+                   "meter_kind": "kind", "equipment_kind": "kind"}
+
+
+def _wants_total(info: Info[Context, Any]) -> bool:
+    return any(getattr(s, "name", None) == "totalCount"
+               for s in info.selected_fields[0].selections)
+
+
+def _filters(f: Any) -> tuple[dict[str, Any], views.BBox | None]:
+    if f is None:
+        return {}, None
+    values = {_FILTER_RENAMES.get(k, k): v for k, v in vars(f).items() if k != "bbox"}
+    b = f.bbox
+    return values, (views.BBox(b.min_lat, b.min_lon, b.max_lat, b.max_lon) if b else None)
+
+
+def _page_size(info: Info[Context, Any], first: int) -> int:
+    limit = info.context.services.max_page_size
+    if not 0 < first <= limit:
+        raise ValueError(f"first must be between 1 and {limit}")
+    return first
+
+
+async def _list(info: Info[Context, Any], kind: str, cls: type[Any], first: int,
+                after: str | None, flt: Any) -> Connection[Any]:
+    values, bbox = _filters(flt)
+    ctx = info.context
+    async with ctx.services.db() as s:
+        page = await views.page(s, kind, filters=values, areas=ctx.areas(),
+                                first=_page_size(info, first),
+                                after=decode_cursor(after) if after else None, bbox=bbox,
+                                with_total=_wants_total(info))
+    loader = ctx.loaders.asset(kind)
+    for row in page.rows:  # prime the loader: nested lookups of these ids cost nothing
+        loader.prime(row.id, row)
+    edges = [Edge(cursor=encode_cursor(r.id), node=t.from_row(cls, r)) for r in page.rows]
+    return Connection(edges=edges, total_count=page.total_count, page_info=relay.PageInfo(
+        has_next_page=page.has_next, has_previous_page=after is not None,
+        start_cursor=edges[0].cursor if edges else None,
+        end_cursor=edges[-1].cursor if edges else None))
+
+
+@strawberry.type
+class Query:
+    node: relay.Node | None = relay.node(permission_classes=READ,
+                                         description="Any registry asset by its global id.")
+
+    @strawberry.field(permission_classes=[Can("self.read")], description="The signed-in user.")
+    async def me(self, info: Info[Context, Any]) -> t.User | None:
+        p = info.context.principal
+        assert p is not None  # guaranteed by the permission
+        return t.User(id=p.user_id, username=p.username, full_name=None, role=p.role,
+                      all_areas=p.areas is None, active=True, area_ids=sorted(p.areas or ()))
+
+    @strawberry.field(permission_classes=READ, description="Districts in your scope.")
+    async def areas(self, info: Info[Context, Any]) -> list[t.Area]:
+        ctx = info.context
+        async with ctx.services.db() as s:
+            page = await views.page(s, "area", filters={}, areas=None, first=10_000)
+        scope = ctx.areas()
+        return [t.from_row(t.Area, r) for r in page.rows if scope is None or r.id in scope]
+
+    @strawberry.field(permission_classes=READ)
+    async def pressure_levels(self, info: Info[Context, Any]) -> list[t.PressureLevel]:
+        async with info.context.services.db() as s:
+            levels = await views.load_levels(s)
+        return [t.PressureLevel(code=lv.code, name=lv.name, min_pa_gauge=lv.min_pa_gauge,
+                                max_pa_gauge=lv.max_pa_gauge) for lv in levels.values()]
+
+    @strawberry.field(permission_classes=READ)
+    async def nodes(self, info: Info[Context, Any], first: int = 50, after: str | None = None,
+                    filter: i.NodeFilter | None = None) -> Connection[t.NetworkNode]:
+        return await _list(info, "node", t.NetworkNode, first, after, filter)
+
+    @strawberry.field(permission_classes=READ)
+    async def pipes(self, info: Info[Context, Any], first: int = 50, after: str | None = None,
+                    filter: i.PipeFilter | None = None) -> Connection[t.Pipe]:
+        return await _list(info, "pipe", t.Pipe, first, after, filter)
+
+    @strawberry.field(permission_classes=READ)
+    async def stations(self, info: Info[Context, Any], first: int = 50, after: str | None = None,
+                       filter: i.StationFilter | None = None) -> Connection[t.Station]:
+        return await _list(info, "station", t.Station, first, after, filter)
+
+    @strawberry.field(permission_classes=READ)
+    async def valves(self, info: Info[Context, Any], first: int = 50, after: str | None = None,
+                     filter: i.ValveFilter | None = None) -> Connection[t.Valve]:
+        return await _list(info, "valve", t.Valve, first, after, filter)
+
+    @strawberry.field(permission_classes=READ)
+    async def skz_stations(self, info: Info[Context, Any], first: int = 50,
+                           after: str | None = None,
+                           filter: i.AssetFilter | None = None) -> Connection[t.SkzStation]:
+        return await _list(info, "skz", t.SkzStation, first, after, filter)
+
+    @strawberry.field(permission_classes=READ)
+    async def network_links(self, info: Info[Context, Any], first: int = 50,
+                            after: str | None = None,
+                            filter: i.LinkFilter | None = None) -> Connection[t.NetworkLink]:
+        return await _list(info, "link", t.NetworkLink, first, after, filter)
+
+    @strawberry.field(permission_classes=READ)
+    async def service_points(self, info: Info[Context, Any], first: int = 50,
+                             after: str | None = None, filter: i.ServicePointFilter | None = None
+                             ) -> Connection[t.ServicePoint]:
+        return await _list(info, "service_point", t.ServicePoint, first, after, filter)
+
+    @strawberry.field(permission_classes=READ)
+    async def meters(self, info: Info[Context, Any], first: int = 50, after: str | None = None,
+                     filter: i.MeterFilter | None = None) -> Connection[t.Meter]:
+        return await _list(info, "meter", t.Meter, first, after, filter)
+
+    @strawberry.field(permission_classes=READ)
+    async def equipment(self, info: Info[Context, Any], first: int = 50,
+                        after: str | None = None,
+                        filter: i.EquipmentFilter | None = None) -> Connection[t.Equipment]:
+        return await _list(info, "equipment", t.Equipment, first, after, filter)
+
+    @strawberry.field(permission_classes=READ,
+                      description="Counts and pipe length of the in-service network in scope.")
+    async def network_summary(self, info: Info[Context, Any],
+                              area_id: str | None = None) -> NetworkSummary:
+        async with info.context.services.db() as s:
+            r = await views.network_summary(s, info.context.areas(), area_id)
+        return NetworkSummary(
+            nodes=r.nodes, pipes=r.pipes, stations=r.stations, valves=r.valves,
+            skz_stations=r.skz_stations, service_points=r.service_points, meters=r.meters,
+            total_pipe_length_km=r.total_pipe_length_km,
+            by_pressure_level=[GroupSummary(key=g.key, pipes=g.pipes, length_km=g.length_km)
+                               for g in r.by_pressure_level],
+            by_material=[GroupSummary(key=g.key, pipes=g.pipes, length_km=g.length_km)
+                         for g in r.by_material])
+
+    @strawberry.field(permission_classes=READ,
+                      description="Connected parts of the whole network; closed valves cut it.")
+    async def network_topology_report(self, info: Info[Context, Any]) -> TopologyReport:
+        async with info.context.services.db() as s:
+            r = await views.topology(s)
+        comps = [TopologyComponent(node_count=c.node_count, sample_node_ids=list(c.sample_node_ids),
+                                   has_source=c.has_source) for c in r.components]
+        return TopologyReport(component_count=len(comps),
+                              disconnected_parts=[c for c in comps if not c.has_source],
+                              components=comps[:50])
+
+    @strawberry.field(permission_classes=[Can("audit.read")],
+                      description="The audit trail, newest first.")
+    async def audit_log(self, info: Info[Context, Any], first: int = 50,
+                        after: str | None = None,
+                        filter: AuditRecordFilter | None = None) -> Connection[AuditRecord]:
+        f = filter or AuditRecordFilter()
+        async with info.context.services.db() as s:
+            page = await views.audit_page(
+                s, first=_page_size(info, first),
+                before_seq=int(decode_cursor(after)) if after else None, actor=f.actor,
+                operation_prefix=f.operation_prefix, outcome=f.outcome, target_id=f.target_id,
+                since=f.since, until=f.until)
+        edges = [Edge(cursor=encode_cursor(r.seq), node=AuditRecord.from_row(r))
+                 for r in page.rows]
+        return Connection(edges=edges, total_count=None, page_info=relay.PageInfo(
+            has_next_page=page.has_next, has_previous_page=after is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None))
+
+    @strawberry.field(permission_classes=[Can("users.read")])
+    async def users(self, info: Info[Context, Any]) -> list[t.User]:
+        async with info.context.services.db() as s:
+            rows = await views.users(s)
+        return [t.User(id=u.id, username=u.username, full_name=u.full_name, role=u.role,
+                       all_areas=u.all_areas, active=u.active,
+                       area_ids=sorted(a.id for a in u.areas)) for u in rows]
+
+    @strawberry.field(permission_classes=[Can("crews.read")])
+    async def crews(self, info: Info[Context, Any]) -> list[t.Crew]:
+        async with info.context.services.db() as s:
+            rows = await views.crews(s, info.context.areas())
+        return [t.Crew(id=c.id, name=c.name, vehicle=c.vehicle, area_id=c.area_id,
+                       foreman_user_id=c.foreman_user_id) for c in rows]

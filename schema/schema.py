@@ -1,0 +1,79 @@
+"""The assembled GraphQL schema, its protective limits, and the SDL export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import strawberry
+from graphql import GraphQLError
+from graphql.validation import NoSchemaIntrospectionCustomRule
+from strawberry.extensions import (
+    AddValidationRules,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+)
+
+from strawberry.exceptions import StrawberryGraphQLError
+
+from schema.errors import ForbiddenError
+from schema.limits import cost_limit_rule
+from schema.mutation import Mutation
+from schema.query import Query
+from schema.subscription import Subscription
+
+__all__ = ["Limits", "build_schema", "export_sdl", "sdl"]
+
+SDL_PATH = Path(__file__).resolve().parent.parent / "schema.graphql"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Protective limits of the GraphQL surface."""
+
+    max_depth: int = 10
+    max_tokens: int = 2000
+    max_aliases: int = 15
+    max_cost: int = 20_000
+    introspection: bool = True
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    """Mask unexpected exceptions; keep refusals and input errors readable."""
+    original = error.original_error
+    # Errors we raise on purpose (refusals, bad arguments) stay readable.
+    return not (original is None
+                or isinstance(original, ForbiddenError | StrawberryGraphQLError | ValueError))
+
+
+def build_schema(limits: Limits | None = None) -> strawberry.Schema:
+    """The schema with depth, token, alias and cost limits and error masking on."""
+    limits = limits or Limits()
+    rules = [cost_limit_rule(limits.max_cost)]
+    if not limits.introspection:
+        rules.append(NoSchemaIntrospectionCustomRule)
+    return strawberry.Schema(
+        query=Query, mutation=Mutation, subscription=Subscription,
+        extensions=[
+            # Factories, so each request gets fresh extension instances.
+            partial(QueryDepthLimiter, max_depth=limits.max_depth),
+            partial(MaxTokensLimiter, max_token_count=limits.max_tokens),
+            partial(MaxAliasesLimiter, max_alias_count=limits.max_aliases),
+            partial(AddValidationRules, rules),
+            partial(MaskErrors, should_mask_error=_should_mask),
+        ],
+    )
+
+
+def sdl() -> str:
+    """The schema in SDL, as committed in `schema.graphql`."""
+    return build_schema().as_str() + "\n"
+
+
+def export_sdl(path: Path = SDL_PATH) -> Path:
+    """Write the SDL file; a test keeps it in sync with the code."""
+    path.write_text(sdl())
+    return path

@@ -1,0 +1,132 @@
+"""The application factory: settings → engine, services, schema, routes and lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+
+import frontend
+from erp.adapters.db import create_engine, current_revision, head_revision, session_factory
+from erp.services import accounts
+from realtime.broadcast import Broadcast
+from schema.context import Context, Services
+from schema.schema import Limits, build_schema
+from server.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("gasops.server")
+FRONTEND_DIR = Path(frontend.__file__).resolve().parent / "static"
+
+
+def _bearer(value: str | None) -> str | None:
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class GasopsGraphQL(GraphQL[Context, None]):
+    """Strawberry's ASGI app with our context: the caller is authenticated per request (HTTP)
+    or once per connection in `connection_init` (WebSocket)."""
+
+    def __init__(self, services: Services, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.services = services
+
+    async def _principal(self, token: str | None) -> Any:
+        if token is None:
+            return None
+        async with self.services.db() as s:
+            return await accounts.authenticate_bearer(s, token, self.services.signing_key)
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        ctx = Context(services=self.services, request=request, response=response,
+                      client_addr=request.client.host if request.client else None)
+        if isinstance(request, Request):
+            ctx.principal = await self._principal(_bearer(request.headers.get("authorization")))
+        return ctx
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        params = context.connection_params or {}
+        token = _bearer(str(params.get("Authorization") or params.get("authorization") or "")) \
+            or (str(params["token"]) if params.get("token") else None)
+        if token is not None:
+            context.principal = await self._principal(token)
+            if context.principal is None:
+                raise ConnectionRejectionError({"message": "invalid or expired token"})
+        return {"user": context.principal.username if context.principal else None}
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the ASGI app; nothing connects until the lifespan starts."""
+    settings = settings or Settings()
+    engine = create_engine(settings.database_url)
+    services = Services(
+        db=session_factory(engine), bus=Broadcast(), signing_key=settings.signing_key(),
+        access_token_ttl_s=settings.access_token_ttl_s, max_page_size=settings.max_page_size)
+    schema = build_schema(Limits(
+        max_depth=settings.max_query_depth, max_tokens=settings.max_query_tokens,
+        max_aliases=settings.max_query_aliases, max_cost=settings.max_query_cost,
+        introspection=settings.introspection))
+    graphql_app = GasopsGraphQL(
+        services, schema=schema, graphql_ide="graphiql" if settings.graphiql else None,
+        allowed_origins=settings.ws_allowed_origins,
+        max_subscriptions_per_connection=settings.ws_max_subscriptions,
+        subscription_protocols=("graphql-transport-ws",), keep_alive=True,
+        keep_alive_interval=15)
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(_: Request) -> Response:
+        checks: dict[str, Any] = {}
+        try:
+            rev = await current_revision(engine)
+            checks["database"] = "ok"
+            checks["migrations"] = "ok" if rev == head_revision() else f"at {rev}, head is {head_revision()}"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready; say which
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+            checks["migrations"] = "unknown"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks,
+                             "services": {"graphql": "/graphql", "graphiql": settings.graphiql,
+                                          "database": engine.dialect.name,
+                                          "bus": "in-process", "historian": str(settings.historian)}},
+                            status_code=200 if ok else 503)
+
+    async def landing(_: Request) -> Response:
+        return FileResponse(FRONTEND_DIR / "index.html")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        log.info("gasops starting: database %s", engine.url.render_as_string(hide_password=True))
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = Starlette(routes=[
+        Route("/", landing),
+        Route("/health", health),
+        Route("/ready", ready),
+        Mount("/static", StaticFiles(directory=FRONTEND_DIR)),
+        Route("/graphql", graphql_app, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql_app),
+    ], lifespan=lifespan)
+    app.state.settings = settings
+    app.state.services = services
+    app.state.engine = engine
+    return app

@@ -1,0 +1,229 @@
+"""The `gasops` command line: migrate, seed, serve, demo, users, tokens, network files, audit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from erp import errors as erp_errors
+from erp.adapters import orm
+from erp.adapters.db import create_engine, migrate, session_factory
+from erp.services import accounts, audit
+from server.settings import Settings
+
+__all__ = ["main"]
+
+CLI_ACTOR = audit.Actor("cli", "admin", "local")
+
+
+async def _with_db(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    engine = create_engine(settings.database_url)
+    try:
+        return await fn(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _migrate(settings: Settings) -> None:
+    await _with_db(settings, migrate)
+    print("database migrated to head")
+
+
+async def _seed(settings: Settings) -> None:
+    from server.seed import seed_demo, write_credentials
+
+    async def run(engine: Any) -> None:
+        await migrate(engine)
+        t0 = time.perf_counter()
+        async with session_factory(engine).begin() as s:
+            result = await seed_demo(s, settings.var_dir)
+        if result.created:
+            write_credentials(settings.var_dir, result.credentials)
+            counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
+            print(f"demo town seeded in {time.perf_counter() - t0:.1f} s: {counts}")
+        else:
+            print("demo town already present; nothing changed")
+        if result.credentials:
+            print("demo users (user / password; also in var/demo-credentials.txt):")
+            for user, password in result.credentials.items():
+                print(f"  {user:<12} {password}")
+
+    await _with_db(settings, run)
+
+
+def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from server.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level.lower(), ws="websockets-sansio")
+
+
+async def _user_add(settings: Settings, a: argparse.Namespace) -> None:
+    password = a.password or _ask_password()
+
+    async def run(engine: Any) -> None:
+        async with session_factory(engine).begin() as s:
+            u = await accounts.create_user(s, a.username, password, a.role, CLI_ACTOR,
+                                           full_name=a.full_name, area_ids=a.area or [],
+                                           all_areas=a.all_areas)
+        print(f"user {u.username} ({u.role}) added, id {u.id}")
+
+    await _with_db(settings, run)
+
+
+def _ask_password() -> str:
+    import getpass
+
+    return getpass.getpass("password: ")
+
+
+async def _token_create(settings: Settings, a: argparse.Namespace) -> None:
+    async def run(engine: Any) -> None:
+        async with session_factory(engine).begin() as s:
+            user = (await s.execute(select(orm.User).where(orm.User.username == a.username))
+                    ).scalar_one_or_none()
+            if user is None:
+                raise erp_errors.NotFound("user", a.username)
+            issued = await accounts.create_api_token(s, user.id, a.name, CLI_ACTOR, a.days)
+        print(issued.token)
+        if issued.expires_at:
+            print(f"expires {issued.expires_at.isoformat()}", file=sys.stderr)
+
+    await _with_db(settings, run)
+
+
+async def _network_import(settings: Settings, path: Path, gaslib: bool) -> None:
+    from erp.exchange import gaslib as gl
+    from erp.exchange import geojson as gj
+
+    async def run(engine: Any) -> None:
+        async with session_factory(engine).begin() as s:
+            if gaslib:
+                summary = await gl.import_gaslib_file(s, path, CLI_ACTOR)
+            else:
+                summary = await gj.import_file(s, path, CLI_ACTOR)
+        print("imported: " + ", ".join(f"{k} {v}" for k, v in summary.counts.items()))
+
+    await _with_db(settings, run)
+
+
+async def _network_export(settings: Settings, path: Path) -> None:
+    from erp.exchange import geojson as gj
+
+    async def run(engine: Any) -> None:
+        async with session_factory(engine)() as s:
+            fc = await gj.export_feature_collection(s)
+        path.write_text(json.dumps(fc, ensure_ascii=False, indent=1))
+        print(f"exported {len(fc['features'])} features to {path}")
+
+    await _with_db(settings, run)
+
+
+async def _audit_verify(settings: Settings) -> int:
+    async def run(engine: Any) -> int:
+        async with session_factory(engine)() as s:
+            r = await audit.verify(s)
+        if r.ok:
+            print(f"audit chain intact: {r.checked} records")
+            return 0
+        print(f"AUDIT CHAIN BROKEN at record {r.first_bad_seq}: {r.problem} "
+              f"({r.checked} records verified before it)")
+        return 1
+
+    return int(await _with_db(settings, run))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gasops", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("migrate", help="bring the database schema to head")
+    sub.add_parser("seed-demo", help="seed the demo town (once) and print demo users")
+    sub.add_parser("serve", help="serve HTTP and WebSocket on GASOPS_HOST:GASOPS_PORT")
+    sub.add_parser("demo", help="migrate, seed the demo town, serve")
+    sub.add_parser("export-schema", help="write the GraphQL SDL to schema.graphql")
+    user = sub.add_parser("user", help="users").add_subparsers(dest="user_cmd", required=True)
+    ua = user.add_parser("add", help="add a user")
+    ua.add_argument("username")
+    ua.add_argument("--role", required=True)
+    ua.add_argument("--password", help="prompted when absent")
+    ua.add_argument("--full-name")
+    ua.add_argument("--area", action="append", help="an area id (repeatable)")
+    ua.add_argument("--all-areas", action="store_true")
+    tok = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_cmd",
+                                                                   required=True)
+    tc = tok.add_parser("create", help="create a long-lived API token (printed once)")
+    tc.add_argument("username")
+    tc.add_argument("--name", default="api")
+    tc.add_argument("--days", type=int, help="expiry in days (default: none)")
+    net = sub.add_parser("network", help="network files").add_subparsers(dest="net_cmd",
+                                                                         required=True)
+    for verb, helptext in (("import", "import a GeoJSON FeatureCollection (all or nothing)"),
+                           ("import-gaslib", "import a GasLib .net file"),
+                           ("export", "export the registry as GeoJSON")):
+        n = net.add_parser(verb, help=helptext)
+        n.add_argument("file", type=Path)
+    aud = sub.add_parser("audit", help="audit trail").add_subparsers(dest="audit_cmd",
+                                                                     required=True)
+    aud.add_parser("verify", help="check the hash chain; exit 1 if broken")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `gasops` console script."""
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        match args.cmd:
+            case "migrate":
+                asyncio.run(_migrate(settings))
+            case "seed-demo":
+                asyncio.run(_seed(settings))
+            case "serve":
+                _serve(settings)
+            case "demo":
+                asyncio.run(_seed(settings))
+                print(f"serving on http://{settings.host}:{settings.port}/ "
+                      f"(GraphiQL at /graphql)", flush=True)
+                _serve(settings)
+            case "export-schema":
+                from schema.schema import export_sdl
+
+                print(f"wrote {export_sdl()}")
+            case "user":
+                asyncio.run(_user_add(settings, args))
+            case "token":
+                asyncio.run(_token_create(settings, args))
+            case "network":
+                if args.net_cmd == "export":
+                    asyncio.run(_network_export(settings, args.file))
+                else:
+                    asyncio.run(_network_import(settings, args.file,
+                                                args.net_cmd == "import-gaslib"))
+            case "audit":
+                return asyncio.run(_audit_verify(settings))
+    except erp_errors.ValidationFailed as exc:
+        print("rejected, nothing was written:", file=sys.stderr)
+        for e in exc.errors:
+            print(f"  {e}", file=sys.stderr)
+        return 2
+    except erp_errors.ErpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
