@@ -69,8 +69,14 @@ async def _list(info: Info[Context, Any], kind: str, cls: type[Any], first: int,
 
 @strawberry.type
 class Query:
-    node: relay.Node | None = relay.node(permission_classes=READ,
-                                         description="Any registry asset by its global id.")
+    @strawberry.field(permission_classes=READ, description="Any registry asset by global id.")
+    async def node(self, info: Info[Context, Any], id: relay.GlobalID) -> relay.Node | None:
+        # A plain resolver rather than relay.node(): that one mutates the field when a schema
+        # is built, so a second schema in the same process (tests, SDL export) would break.
+        try:
+            return await id.resolve_node(info, required=False)  # type: ignore[no-any-return]
+        except (KeyError, ValueError):
+            return None
 
     @strawberry.field(permission_classes=[Can("self.read")], description="The signed-in user.")
     async def me(self, info: Info[Context, Any]) -> t.User | None:
