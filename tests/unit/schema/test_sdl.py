@@ -7,6 +7,7 @@ from schema.query import Query
 from schema.schema import SDL_PATH, sdl
 from schema.subscription import Subscription
 
+
 def test_committed_sdl_is_current() -> None:
     assert SDL_PATH.read_text() == sdl(), "run `gasops export-schema` and commit schema.graphql"
 
