@@ -128,6 +128,29 @@ async def _node_levels(session: AsyncSession, ids: Iterable[str]) -> dict[str, s
     return out
 
 
+async def _serial_conflicts(session: AsyncSession,
+                            meters: Sequence[AssetRecord]) -> list[rules.FieldError]:
+    """Meter serials are unique: within the input and against the database."""
+    errors: list[rules.FieldError] = []
+    first_seen: dict[str, str] = {}
+    for m in meters:
+        serial = m.values.get("serial")
+        if serial is None:
+            continue
+        if serial in first_seen:
+            errors.append(rules.FieldError(m.id, "serial",
+                                           f"serial {serial!r} also on meter {first_seen[serial]!r}"))
+        first_seen.setdefault(serial, m.id)
+    serials = list(first_seen)
+    for i in range(0, len(serials), 500):
+        rows = await session.execute(select(orm.Meter.id, orm.Meter.serial).where(
+            orm.Meter.serial.in_(serials[i : i + 500])))
+        for meter_id, serial in rows:
+            errors.append(rules.FieldError(first_seen[serial], "serial",
+                                           f"serial {serial!r} belongs to meter {meter_id!r}"))
+    return errors
+
+
 def _clean(kind: str, rec_id: str, values: Mapping[str, Any]) -> tuple[dict[str, Any],
                                                                        list[rules.FieldError]]:
     cols = set(_columns(kind)) | ({"protected_pipe_ids"} if kind == "skz" else set())
@@ -151,6 +174,7 @@ async def _check(session: AsyncSession, records: Sequence[AssetRecord],
         for kind, ids in seen.items():
             for dup in sorted(await _existing_ids(session, kind, ids)):
                 errors.append(rules.FieldError(dup, "id", f"{kind} {dup!r} already exists"))
+        errors.extend(await _serial_conflicts(session, [r for r in records if r.kind == "meter"]))
     # Resolve references: nodes with their levels, other kinds by id.
     batch_nodes = {r.id: r.values.get("pressure_level") for r in records if r.kind == "node"}
     node_refs = {r.values[f] for r in records for f in _NODE_REFS.get(r.kind, ())
@@ -284,6 +308,8 @@ async def update_asset(session: AsyncSession, kind: str, asset_id: str,
         raise Forbidden(f"cannot move {kind} {asset_id!r} outside your areas")
     errs.extend(await _check(session, [AssetRecord(kind, asset_id, merged)],
                              await load_levels(session), new=False))
+    if kind == "meter" and merged.get("serial") != before.get("serial"):
+        errs.extend(await _serial_conflicts(session, [AssetRecord(kind, asset_id, merged)]))
     if kind == "node" and merged.get("pressure_level") != before.get("pressure_level"):
         errs.extend(await _node_level_change_conflicts(session, asset_id))
     if errs:

@@ -165,3 +165,19 @@ async def test_a_failed_audit_write_fails_the_change(db_engine: AsyncEngine) -> 
     async with S() as s:
         pipe = await s.get(orm.Pipe, "T1-P-0001")
     assert pipe is not None and pipe.length_m == pytest.approx(11.1)
+
+
+async def test_meter_serials_are_unique(db_engine: AsyncEngine) -> None:
+    await _seed(db_engine)
+    S = session_factory(db_engine)
+    meter = {"serial": "SN-1", "model": "Elehant SVG-1.6", "kind": "residential"}
+    async with S.begin() as s:
+        await registry.create_asset(s, "meter", "M-1", meter, ACTOR, Scope())
+    with pytest.raises(ValidationFailed, match="belongs to meter 'M-1'"):
+        async with S.begin() as s:
+            await registry.bulk_import(s, [AssetRecord("meter", "M-2", meter)], ACTOR)
+    with pytest.raises(ValidationFailed, match="also on meter 'M-3'"):
+        async with S.begin() as s:
+            await registry.bulk_import(s, [AssetRecord("meter", "M-3", {**meter, "serial": "B"}),
+                                           AssetRecord("meter", "M-4", {**meter, "serial": "B"})],
+                                       ACTOR)
