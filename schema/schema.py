@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,7 @@ from strawberry.extensions import (
 )
 
 from strawberry.exceptions import StrawberryGraphQLError
+from strawberry.types import ExecutionContext
 
 from schema.errors import ForbiddenError
 from schema.limits import cost_limit_rule
@@ -49,13 +51,28 @@ def _should_mask(error: GraphQLError) -> bool:
                 or isinstance(original, ForbiddenError | StrawberryGraphQLError | ValueError))
 
 
+log = logging.getLogger("gasops.graphql")
+
+
+class GasopsSchema(strawberry.Schema):
+    """Strawberry's schema, logging caller mistakes briefly and only real faults with traces."""
+
+    def process_errors(self, errors: list[GraphQLError],
+                       execution_context: ExecutionContext | None = None) -> None:
+        for error in errors:
+            if _should_mask(error):
+                super().process_errors([error], execution_context)
+            else:
+                log.info("graphql request refused: %s", error.message)
+
+
 def build_schema(limits: Limits | None = None) -> strawberry.Schema:
     """The schema with depth, token, alias and cost limits and error masking on."""
     limits = limits or Limits()
     rules = [cost_limit_rule(limits.max_cost)]
     if not limits.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
-    return strawberry.Schema(
+    return GasopsSchema(
         query=Query, mutation=Mutation, subscription=Subscription,
         extensions=[
             # Factories, so each request gets fresh extension instances.

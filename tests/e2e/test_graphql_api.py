@@ -201,3 +201,22 @@ def test_websocket_rejects_a_bad_token(seeded: LiveServer) -> None:
 def test_graphiql_is_served(seeded: LiveServer) -> None:
     r = httpx.get(seeded.graphql_url, headers={"accept": "text/html"})
     assert r.status_code == 200 and "graphiql" in r.text.lower()
+
+
+def test_subscriptions_per_connection_are_capped(seeded: LiveServer) -> None:
+    import json
+
+    import websockets.sync.client as wsc
+
+    cap = seeded.settings.ws_max_subscriptions
+    token = seeded.tokens["operator"]
+    with wsc.connect(seeded.ws_url, subprotocols=["graphql-transport-ws"]) as conn:  # type: ignore[list-item]
+        conn.send(json.dumps({"type": "connection_init",
+                              "payload": {"Authorization": f"Bearer {token}"}}))
+        assert json.loads(conn.recv(timeout=5))["type"] == "connection_ack"
+        for k in range(cap + 1):
+            conn.send(json.dumps({"id": str(k), "type": "subscribe", "payload": {
+                "query": "subscription { assetChanges { id } }"}}))
+        reply = json.loads(conn.recv(timeout=5))
+    assert reply["id"] == str(cap) and reply["type"] == "error"
+    assert "limit" in reply["payload"][0]["message"]
