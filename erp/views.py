@@ -17,7 +17,7 @@ from erp.adapters import orm
 from erp.domain import rules
 from erp.services.registry import ASSET_MODELS
 
-__all__ = ["audit_page", "crews", "users", "BBox", "LevelSummary", "NetworkSummary", "Page", "load_by_ids", "network_summary",
+__all__ = ["audit_page", "registry_version", "crews", "users", "BBox", "LevelSummary", "NetworkSummary", "Page", "load_by_ids", "network_summary",
            "page", "topology"]
 
 _SPATIAL = {"node", "station", "valve", "skz", "service_point"}
@@ -227,3 +227,9 @@ async def crews(session: AsyncSession, areas: frozenset[str] | None) -> Sequence
     """Crews in scope, by id."""
     stmt = _scoped(select(orm.Crew).order_by(orm.Crew.id), orm.Crew, areas)
     return (await session.execute(stmt)).scalars().all()
+
+
+async def registry_version(session: AsyncSession) -> int:
+    """The registry's change counter (see `orm.RegistryVersion`)."""
+    return int((await session.execute(select(orm.RegistryVersion.version).where(
+        orm.RegistryVersion.id == 1))).scalar_one())

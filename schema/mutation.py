@@ -75,6 +75,8 @@ async def _run(info: Info[Context, Any], permission: str, operation: str, kind: 
             row = await call(s)
     except erp_errors.ErpError as exc:
         return from_erp_error(exc)
+    if ctx.services.response_cache is not None:
+        ctx.services.response_cache.invalidate()
     ctx.services.bus.publish(REGISTRY_TOPIC, AssetChange(
         operation=operation, kind=kind, id=row.id, actor=actor_of(ctx).username,
         ts=dt.datetime.now(dt.UTC), area_id=getattr(row, "area_id", None)))

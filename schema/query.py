@@ -48,6 +48,57 @@ def _page_size(info: Info[Context, Any], first: int) -> int:
     return first
 
 
+# Nested object field → (foreign key attribute, kind it points to).
+_REFERENCES = {"fromNode": ("from_node_id", "node"), "toNode": ("to_node_id", "node"),
+               "inletNode": ("inlet_node_id", "node"), "outletNode": ("outlet_node_id", "node"),
+               "node": ("node_id", "node"), "area": ("area_id", "area"),
+               "station": ("station_id", "station"),
+               "servicePoint": ("service_point_id", "service_point"),
+               "parent": ("parent_id", "equipment")}
+_LEVEL_FIELDS = {"pressureLevel", "inletPressureLevel", "outletPressureLevel"}
+
+
+def _selected_under_node(info: Info[Context, Any]) -> tuple[set[str], set[str]]:
+    """Field names selected directly on each page item, and at any depth below it."""
+    direct: set[str] = set()
+    anywhere: set[str] = set()
+
+    def walk(selections: Any, depth: int) -> None:
+        for sel in selections:
+            name = getattr(sel, "name", None)
+            if name is not None:
+                anywhere.add(name)
+                if depth == 0:
+                    direct.add(name)
+            walk(getattr(sel, "selections", ()), depth + 1 if name is not None else depth)
+
+    for edges in info.selected_fields[0].selections:
+        if getattr(edges, "name", None) == "edges":
+            for node in edges.selections:
+                if getattr(node, "name", None) == "node":
+                    walk(node.selections, 0)
+    return direct, anywhere
+
+
+async def _prefetch(info: Info[Context, Any], rows: Any) -> None:
+    """Load what the selection will ask of these rows in one query per kind, up front, so the
+    nested fields resolve synchronously."""
+    if not rows:
+        return
+    loaders = info.context.loaders
+    direct, anywhere = _selected_under_node(info)
+    wanted: dict[str, set[str]] = {}
+    for field in direct & _REFERENCES.keys():
+        attr, kind = _REFERENCES[field]
+        if hasattr(rows[0], attr):
+            wanted.setdefault(kind, set()).update(
+                v for r in rows if (v := getattr(r, attr)) is not None)
+    for kind, ids in wanted.items():
+        await loaders.asset(kind).load_many(sorted(ids))
+    if anywhere & _LEVEL_FIELDS:
+        await loaders.prefetch_levels()
+
+
 async def _list(info: Info[Context, Any], kind: str, cls: type[Any], first: int,
                 after: str | None, flt: Any) -> Connection[Any]:
     values, bbox = _filters(flt)
@@ -57,9 +108,9 @@ async def _list(info: Info[Context, Any], kind: str, cls: type[Any], first: int,
                                 first=_page_size(info, first),
                                 after=decode_cursor(after) if after else None, bbox=bbox,
                                 with_total=_wants_total(info))
-    loader = ctx.loaders.asset(kind)
-    for row in page.rows:  # prime the loader: nested lookups of these ids cost nothing
-        loader.prime(row.id, row)
+    for row in page.rows:  # nested lookups of these ids cost nothing
+        ctx.loaders.prime(kind, row)
+    await _prefetch(info, page.rows)
     edges = [Edge(cursor=encode_cursor(r.id), node=t.from_row(cls, r)) for r in page.rows]
     return Connection(edges=edges, total_count=page.total_count, page_info=relay.PageInfo(
         has_next_page=page.has_next, has_previous_page=after is not None,

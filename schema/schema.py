@@ -15,12 +15,15 @@ from strawberry.extensions import (
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
+    ParserCache,
     QueryDepthLimiter,
+    ValidationCache,
 )
 
 from strawberry.exceptions import StrawberryGraphQLError
 from strawberry.types import ExecutionContext
 
+from schema.cache import ResponseCache, response_cache_extension
 from schema.errors import ForbiddenError
 from schema.limits import cost_limit_rule
 from schema.mutation import Mutation
@@ -66,21 +69,30 @@ class GasopsSchema(strawberry.Schema):
                 log.info("graphql request refused: %s", error.message)
 
 
-def build_schema(limits: Limits | None = None) -> strawberry.Schema:
+def build_schema(limits: Limits | None = None,
+                 response_cache: ResponseCache | None = None) -> strawberry.Schema:
     """The schema with depth, token, alias and cost limits and error masking on."""
     limits = limits or Limits()
-    rules = [cost_limit_rule(limits.max_cost)]
+    # The rule classes are made once: Strawberry's limiter extensions make a new class per
+    # instance, which would defeat ValidationCache (its key includes the rule classes) and
+    # re-validate every request.
+    rules = [
+        *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
+        cost_limit_rule(limits.max_cost),
+    ]
     if not limits.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     return GasopsSchema(
         query=Query, mutation=Mutation, subscription=Subscription,
         extensions=[
             # Factories, so each request gets fresh extension instances.
-            partial(QueryDepthLimiter, max_depth=limits.max_depth),
             partial(MaxTokensLimiter, max_token_count=limits.max_tokens),
-            partial(MaxAliasesLimiter, max_alias_count=limits.max_aliases),
             partial(AddValidationRules, rules),
             partial(MaskErrors, should_mask_error=_should_mask),
+            partial(ParserCache, maxsize=256),
+            partial(ValidationCache, maxsize=256),
+            *([response_cache_extension(response_cache)] if response_cache is not None else []),
         ],
     )
 

@@ -61,9 +61,15 @@ class Settings(BaseSettings):
     max_query_aliases: int = Field(default=15, ge=1)
     max_query_cost: int = Field(default=20_000, ge=1)
     max_page_size: int = Field(default=500, ge=1)
+    response_cache_size: int = Field(default=512, ge=0,
+                                     description="Cached registry query results; 0 = off")
+    response_cache_version_ttl_s: float = Field(
+        default=1.0, ge=0, description="How stale a registry write by another process may be seen")
 
     # Auth
     access_token_ttl_s: int = Field(default=900, ge=30)
+    auth_cache_ttl_s: float = Field(default=5.0, ge=0,
+                                    description="How long a checked token is trusted in memory")
 
     @model_validator(mode="after")
     def _defaults_from_var_dir(self) -> Settings:

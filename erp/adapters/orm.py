@@ -42,6 +42,7 @@ __all__ = [
     "NetworkNode",
     "Pipe",
     "PressureLevel",
+    "RegistryVersion",
     "ServicePoint",
     "SkzStation",
     "Station",
@@ -372,6 +373,15 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class RegistryVersion(Base):
+    """One row counting registry changes; bumped in every writing transaction, so any process
+    can tell whether what it cached about the registry is still current."""
+
+    __tablename__ = "registry_version"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
 
 
 Index("ix_service_points_area_category", ServicePoint.area_id, ServicePoint.category)

@@ -33,6 +33,7 @@ __all__ = [
     "create_user",
     "issue_access_token",
     "principal_of",
+    "token_expired",
 ]
 
 _HASHER = PasswordHasher()
@@ -134,6 +135,20 @@ async def create_api_token(session: AsyncSession, user_id: int, name: str, actor
         {"name": {"before": None, "after": name},
          "expires_at": {"before": None, "after": audit.jsonable(exp)}}))
     return IssuedToken(raw, exp)
+
+
+def token_expired(token: str, now: dt.datetime | None = None) -> bool:
+    """For an access token: whether its `exp` has passed (signature not checked here).
+
+    API tokens carry no expiry of their own and return False; their expiry is in the database.
+    """
+    if token.startswith(API_TOKEN_PREFIX):
+        return False
+    try:
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp", 0)
+    except jwt.PyJWTError:
+        return True
+    return float(exp) <= (now or dt.datetime.now(dt.UTC)).timestamp()
 
 
 async def authenticate_bearer(session: AsyncSession, token: str, key: str,

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from erp.adapters import orm
@@ -231,9 +231,16 @@ async def bulk_import(session: AsyncSession, records: Sequence[AssetRecord], act
             await session.execute(insert(orm.skz_protected_pipes),
                                   [{"skz_id": s, "pipe_id": p} for s, p in links])
         counts[kind] = len(rows)
+    await _bump_version(session)
     await audit.record(session, actor, audit.AuditEntry(
         operation, target_ids=[f"{k}:{n}" for k, n in counts.items()], diff={"counts": counts}))
     return ImportSummary(counts)
+
+
+async def _bump_version(session: AsyncSession) -> None:
+    """Mark the registry changed (same transaction as the change)."""
+    await session.execute(update(orm.RegistryVersion).where(orm.RegistryVersion.id == 1)
+                          .values(version=orm.RegistryVersion.version + 1))
 
 
 def _diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -286,6 +293,7 @@ async def create_asset(session: AsyncSession, kind: str, asset_id: str,
     if kind == "skz":
         await _set_skz_pipes(session, asset_id, pipes or [])
         after["protected_pipe_ids"] = sorted(set(pipes or []))
+    await _bump_version(session)
     await audit.record(session, actor, audit.AuditEntry(f"{kind}.create", [asset_id],
                                                         _diff(None, after)))
     return obj
@@ -323,6 +331,7 @@ async def update_asset(session: AsyncSession, kind: str, asset_id: str,
         if pipes is not None:
             await _set_skz_pipes(session, asset_id, pipes)
         after["protected_pipe_ids"] = await _skz_pipes(session, asset_id)
+    await _bump_version(session)
     await audit.record(session, actor, audit.AuditEntry(f"{kind}.update", [asset_id],
                                                         _diff(before, after)))
     return obj
@@ -367,6 +376,7 @@ async def retire_asset(session: AsyncSession, kind: str, asset_id: str, actor: a
     before = obj.status  # type: ignore[attr-defined]
     obj.status = "retired"  # type: ignore[attr-defined]
     await session.flush()
+    await _bump_version(session)
     await audit.record(session, actor, audit.AuditEntry(
         f"{kind}.retire", [asset_id],
         {"status": {"before": before, "after": "retired"}, "reason": reason}))

@@ -17,7 +17,7 @@ from strawberry import relay
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from schema.context import Context
+from schema.context import MISSING, Context
 
 __all__ = [
     "Area", "AssetNode", "Crew", "Equipment", "Meter", "NetworkLink", "NetworkNode", "Pipe",
@@ -36,10 +36,21 @@ def from_row(cls: type[Any], row: Any) -> Any:
                   for f in dataclasses.fields(cls) if f.init})
 
 
-async def _one(info: Info[Context, Any], kind: str, cls: type[Any], key: str | None) -> Any:
+async def _load_one(info: Info[Context, Any], kind: str, cls: type[Any], key: str) -> Any:
+    row = await info.context.loaders.asset(kind).load(key)
+    return None if row is None else from_row(cls, row)
+
+
+def _one(info: Info[Context, Any], kind: str, cls: type[Any], key: str | None) -> Any:
+    """The referenced object: synchronously when this request has the row, else awaitable.
+
+    Resolvers using it are plain functions; graphql-core awaits the result only when needed.
+    """
     if key is None:
         return None
-    row = await info.context.loaders.asset(kind).load(key)
+    row = info.context.loaders.cached(kind, key)
+    if row is MISSING:
+        return _load_one(info, kind, cls, key)
     return None if row is None else from_row(cls, row)
 
 
@@ -63,11 +74,20 @@ class PressureLevel:
     max_pa_gauge: float
 
 
-async def _level(info: Info[Context, Any], code: str) -> PressureLevel | None:
-    row = await info.context.loaders.levels.load(code)
+def _level_of(row: Any) -> PressureLevel | None:
     return None if row is None else PressureLevel(
         code=row.code, name=row.name, min_pa_gauge=row.min_pa_gauge,
         max_pa_gauge=row.max_pa_gauge)
+
+
+async def _load_level(info: Info[Context, Any], code: str) -> PressureLevel | None:
+    return _level_of(await info.context.loaders.levels.load(code))
+
+
+def _level(info: Info[Context, Any], code: str) -> Any:
+    """A pressure level, synchronously when levels are loaded (see `_one`)."""
+    row = info.context.loaders.cached_level(code)
+    return _load_level(info, code) if row is MISSING else _level_of(row)
 
 
 @strawberry.type(description="A network district; scopes users' access.")
@@ -82,8 +102,8 @@ class _InArea:
     area_id: strawberry.Private[str | None]
 
     @strawberry.field(description="The district this asset belongs to.")
-    async def area(self, info: Info[Context, Any]) -> Area | None:
-        return await _one(info, "area", Area, self.area_id)
+    def area(self, info: Info[Context, Any]) -> Area | None:
+        return _one(info, "area", Area, self.area_id)
 
 
 @strawberry.type(description="A junction, source or end point (WGS84, elevation in m).")
@@ -99,15 +119,12 @@ class NetworkNode(_InArea, AssetNode):
     node_kind: str = strawberry.field(name="nodeKind")
 
     @strawberry.field
-    async def pressure_level(self, info: Info[Context, Any]) -> PressureLevel | None:
-        return await _level(info, self.pressure_level_code)
+    def pressure_level(self, info: Info[Context, Any]) -> PressureLevel | None:
+        return _level(info, self.pressure_level_code)
 
 
-async def _node(info: Info[Context, Any], node_id: str | None) -> NetworkNode | None:
-    if node_id is None:
-        return None
-    row = await info.context.loaders.asset("node").load(node_id)
-    return None if row is None else from_row(NetworkNode, row)
+def _node(info: Info[Context, Any], node_id: str | None) -> Any:
+    return _one(info, "node", NetworkNode, node_id)
 
 
 @strawberry.type
@@ -117,16 +134,16 @@ class _Link(_InArea):
     pressure_level_code: strawberry.Private[str]
 
     @strawberry.field
-    async def from_node(self, info: Info[Context, Any]) -> NetworkNode | None:
-        return await _node(info, self.from_node_id)
+    def from_node(self, info: Info[Context, Any]) -> NetworkNode | None:
+        return _node(info, self.from_node_id)
 
     @strawberry.field
-    async def to_node(self, info: Info[Context, Any]) -> NetworkNode | None:
-        return await _node(info, self.to_node_id)
+    def to_node(self, info: Info[Context, Any]) -> NetworkNode | None:
+        return _node(info, self.to_node_id)
 
     @strawberry.field
-    async def pressure_level(self, info: Info[Context, Any]) -> PressureLevel | None:
-        return await _level(info, self.pressure_level_code)
+    def pressure_level(self, info: Info[Context, Any]) -> PressureLevel | None:
+        return _level(info, self.pressure_level_code)
 
 
 @strawberry.type(description="A pipe section between two nodes of one pressure level.")
@@ -187,20 +204,20 @@ class Station(_InArea, AssetNode):
     outlet_level: strawberry.Private[str]
 
     @strawberry.field
-    async def inlet_node(self, info: Info[Context, Any]) -> NetworkNode | None:
-        return await _node(info, self.inlet_node_id)
+    def inlet_node(self, info: Info[Context, Any]) -> NetworkNode | None:
+        return _node(info, self.inlet_node_id)
 
     @strawberry.field
-    async def outlet_node(self, info: Info[Context, Any]) -> NetworkNode | None:
-        return await _node(info, self.outlet_node_id)
+    def outlet_node(self, info: Info[Context, Any]) -> NetworkNode | None:
+        return _node(info, self.outlet_node_id)
 
     @strawberry.field
-    async def inlet_pressure_level(self, info: Info[Context, Any]) -> PressureLevel | None:
-        return await _level(info, self.inlet_level)
+    def inlet_pressure_level(self, info: Info[Context, Any]) -> PressureLevel | None:
+        return _level(info, self.inlet_level)
 
     @strawberry.field
-    async def outlet_pressure_level(self, info: Info[Context, Any]) -> PressureLevel | None:
-        return await _level(info, self.outlet_level)
+    def outlet_pressure_level(self, info: Info[Context, Any]) -> PressureLevel | None:
+        return _level(info, self.outlet_level)
 
 
 @strawberry.type(description="A cathodic-protection station (rectifier).")
@@ -241,8 +258,8 @@ class ServicePoint(_InArea, AssetNode):
     node_id: strawberry.Private[str]
 
     @strawberry.field
-    async def node(self, info: Info[Context, Any]) -> NetworkNode | None:
-        return await _node(info, self.node_id)
+    def node(self, info: Info[Context, Any]) -> NetworkNode | None:
+        return _node(info, self.node_id)
 
 
 @strawberry.type(description="A meter: residential, industrial corrector or internal.")
@@ -258,12 +275,12 @@ class Meter(_InArea, AssetNode):
     station_id: strawberry.Private[str | None]
 
     @strawberry.field
-    async def service_point(self, info: Info[Context, Any]) -> ServicePoint | None:
-        return await _one(info, "service_point", ServicePoint, self.service_point_id)
+    def service_point(self, info: Info[Context, Any]) -> ServicePoint | None:
+        return _one(info, "service_point", ServicePoint, self.service_point_id)
 
     @strawberry.field
-    async def station(self, info: Info[Context, Any]) -> Station | None:
-        return await _one(info, "station", Station, self.station_id)
+    def station(self, info: Info[Context, Any]) -> Station | None:
+        return _one(info, "station", Station, self.station_id)
 
 
 @strawberry.type(description="An item in a station's equipment hierarchy.")
@@ -279,12 +296,12 @@ class Equipment(_InArea, AssetNode):
     parent_id: strawberry.Private[str | None]
 
     @strawberry.field
-    async def station(self, info: Info[Context, Any]) -> Station | None:
-        return await _one(info, "station", Station, self.station_id)
+    def station(self, info: Info[Context, Any]) -> Station | None:
+        return _one(info, "station", Station, self.station_id)
 
     @strawberry.field
-    async def parent(self, info: Info[Context, Any]) -> Equipment | None:
-        return await _one(info, "equipment", Equipment, self.parent_id)
+    def parent(self, info: Info[Context, Any]) -> Equipment | None:
+        return _one(info, "equipment", Equipment, self.parent_id)
 
 
 @strawberry.type(description="A user account (no secrets).")

@@ -69,9 +69,10 @@ def test_page_paginates_with_cursors(seeded: LiveServer) -> None:
 def test_nested_page_costs_a_constant_number_of_queries(seeded: LiveServer,
                                                         sql_counter: list[str]) -> None:
     counts = {}
+    uncached = PAGE.replace("totalCount", "totalCount __typename")  # not served from the cache
     for size in (5, 100):
         sql_counter.clear()
-        body = seeded.gql(PAGE, {"first": size})
+        body = seeded.gql(uncached, {"first": size})
         assert len(body["data"]["pipes"]["edges"]) == size
         counts[size] = len(sql_counter)
     # auth (user + areas), page, count, nodes, levels, areas: no N+1.
@@ -220,3 +221,18 @@ def test_subscriptions_per_connection_are_capped(seeded: LiveServer) -> None:
         reply = json.loads(conn.recv(timeout=5))
     assert reply["id"] == str(cap) and reply["type"] == "error"
     assert "limit" in reply["payload"][0]["message"]
+
+
+def test_response_cache_serves_repeats_and_sees_writes(seeded: LiveServer,
+                                                       sql_counter: list[str]) -> None:
+    query = '{ nodes(first: 3, filter: {areaId: "T1"}) { totalCount } }'
+    before = seeded.gql(query)["data"]["nodes"]["totalCount"]
+    sql_counter.clear()
+    assert seeded.gql(query)["data"]["nodes"]["totalCount"] == before
+    assert not any("FROM nodes" in s for s in sql_counter), sql_counter  # served from cache
+    created = seeded.gql('mutation { createNode(input: {id: "CACHE-1", lat: 57.7, lon: 39.9, '
+                         'pressureLevel: "low", areaId: "T1"}) { __typename } }')
+    assert created["data"]["createNode"]["__typename"] == "NetworkNodeSuccess"
+    assert seeded.gql(query)["data"]["nodes"]["totalCount"] == before + 1
+    # Another user of another scope never gets this user's entry.
+    assert seeded.gql(query, role="crew")["data"]["nodes"]["totalCount"] == before + 1
