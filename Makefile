@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml frontend/package-lock.json | sha256sum | cut -c1-12)
 # Compiled bytecode makes imports ~3x faster; some environments switch it off.
 unexport PYTHONDONTWRITEBYTECODE
 
@@ -21,10 +21,14 @@ install: $(STAMP)
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python requirements.lock pyproject.toml
+$(STAMP): $(BIN)/python requirements.lock pyproject.toml frontend/package-lock.json
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.4"
 	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode --quiet -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode --quiet --no-deps -e .
+	@# Browser assets (GraphiQL, React) from the npm registry, served locally, never from a CDN.
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix frontend --no-audit --no-fund --ignore-scripts --loglevel=error; \
+	else echo "npm not found: GraphiQL's page will say its files are missing (the API works)"; fi
 	rm -f $(VENV)/.installed-*
 	touch $@
 

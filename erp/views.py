@@ -156,7 +156,7 @@ async def network_summary(session: AsyncSession, areas: frozenset[str] | None,
                        .where(p.status != "retired").group_by(col).order_by(col), p, areas)
         if area_id is not None:
             stmt = stmt.where(p.area_id == area_id)
-        return tuple(LevelSummary(k, int(n), float(length) / 1000.0)
+        return tuple(LevelSummary(k, int(n), round(float(length) / 1000.0, 6))
                      for k, n, length in await session.execute(stmt))
 
     by_level = await grouped(orm.Pipe.pressure_level)
@@ -165,7 +165,7 @@ async def network_summary(session: AsyncSession, areas: frozenset[str] | None,
         stations=await count("station"), valves=await count("valve"),
         skz_stations=await count("skz"), service_points=await count("service_point"),
         meters=await count("meter"),
-        total_pipe_length_km=sum(g.length_km for g in by_level),
+        total_pipe_length_km=round(sum(g.length_km for g in by_level), 6),
         by_pressure_level=by_level, by_material=await grouped(orm.Pipe.material),
     )
 

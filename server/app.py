@@ -8,21 +8,20 @@ import gc
 import logging
 import time
 from collections import OrderedDict
+from functools import cached_property
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 
-import frontend
 from erp.adapters.db import create_engine, current_revision, head_revision, session_factory
 from erp.services import accounts
 from realtime.broadcast import Broadcast
@@ -30,11 +29,11 @@ from schema.cache import ResponseCache
 from schema.context import Context, Services
 from schema.schema import Limits, build_schema
 from server.settings import Settings
+from server.vendor import FRONTEND_DIR, VendorAssets
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("gasops.server")
-FRONTEND_DIR = Path(frontend.__file__).resolve().parent / "static"
 
 
 def _bearer(value: str | None) -> str | None:
@@ -53,9 +52,11 @@ class GasopsGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI app with our context: the caller is authenticated per request (HTTP)
     or once per connection in `connection_init` (WebSocket)."""
 
-    def __init__(self, services: Services, auth_cache_ttl_s: float = 5.0, **kwargs: Any) -> None:
+    def __init__(self, services: Services, vendor: VendorAssets, auth_cache_ttl_s: float = 5.0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.services = services
+        self.vendor = vendor
         # token → (principal, valid until): a wall display polling every second should not
         # reload its user from the database each time. A disabled user or a changed role takes
         # effect within the TTL; signatures and expiry are still checked on every request.
@@ -87,6 +88,17 @@ class GasopsGraphQL(GraphQL[Context, None]):
             return principal
         finally:
             self._auth_pending.pop(token, None)
+
+    @cached_property
+    def graphql_ide_html(self) -> str:  # type: ignore[override]
+        """Strawberry's GraphiQL page with its assets served by us instead of a CDN."""
+        return self.vendor.localize(super().graphql_ide_html)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        if not self.vendor.installed:
+            return HTMLResponse("<p>GraphiQL's files are not installed: run <code>make install"
+                                "</code> on a machine with npm. The API itself works.</p>", 503)
+        return HTMLResponse(self.graphql_ide_html)
 
     def encode_json(self, data: object) -> str:
         # orjson: a 100-pipe page is ~60 kB of JSON; the stdlib encoder takes ~1 ms of it.
@@ -125,8 +137,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         max_depth=settings.max_query_depth, max_tokens=settings.max_query_tokens,
         max_aliases=settings.max_query_aliases, max_cost=settings.max_query_cost,
         introspection=settings.introspection), cache)
+    vendor = VendorAssets()
     graphql_app = GasopsGraphQL(
-        services, auth_cache_ttl_s=settings.auth_cache_ttl_s, schema=schema, graphql_ide="graphiql" if settings.graphiql else None,
+        services, vendor, auth_cache_ttl_s=settings.auth_cache_ttl_s, schema=schema,
+        graphql_ide="graphiql" if settings.graphiql else None,
         allowed_origins=settings.ws_allowed_origins,
         max_subscriptions_per_connection=settings.ws_max_subscriptions,
         subscription_protocols=("graphql-transport-ws",), keep_alive=True,
@@ -152,7 +166,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                             status_code=200 if ok else 503)
 
     async def landing(_: Request) -> Response:
-        return FileResponse(FRONTEND_DIR / "index.html")
+        return FileResponse(FRONTEND_DIR / "static" / "index.html")
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -170,7 +184,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/", landing),
         Route("/health", health),
         Route("/ready", ready),
-        Mount("/static", StaticFiles(directory=FRONTEND_DIR)),
+        Mount("/static", StaticFiles(directory=FRONTEND_DIR / "static")),
+        Route("/vendor/{name}", vendor.endpoint),
         Route("/graphql", graphql_app, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql_app),
     ], lifespan=lifespan)
