@@ -13,7 +13,7 @@ demo: install
 	$(BIN)/gasops demo
 
 test: install
-	$(BIN)/python -m pip check
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)

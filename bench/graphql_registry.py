@@ -209,9 +209,10 @@ def main() -> None:
                             break
                     except httpx.TransportError:
                         time.sleep(0.1)
-                login = httpx.post(base + "/graphql", json={"query": (
-                    'mutation { login(username: "dispatcher", password: "%s") '
-                    '{ ... on LoginSuccess { accessToken } } }' % creds["dispatcher"])}).json()
+                login = httpx.post(base + "/graphql", json={
+                    "query": "mutation($u: String!, $p: String!) { login(username: $u, password: $p)"
+                             " { ... on LoginSuccess { accessToken } } }",
+                    "variables": {"u": "dispatcher", "p": creds["dispatcher"]}}).json()
                 token = login["data"]["login"]["accessToken"]
                 if use_wrk:
                     rows += _run_wrk(base, token, args.seconds, cached)

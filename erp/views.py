@@ -17,8 +17,10 @@ from erp.adapters import orm
 from erp.domain import rules
 from erp.services.registry import ASSET_MODELS
 
-__all__ = ["audit_page", "registry_version", "crews", "users", "BBox", "LevelSummary", "NetworkSummary", "Page", "load_by_ids", "network_summary",
-           "page", "topology"]
+__all__ = [
+    "BBox", "LevelSummary", "NetworkSummary", "Page", "audit_page", "crews", "load_by_ids",
+    "network_summary", "page", "registry_version", "topology", "users",
+]
 
 _SPATIAL = {"node", "station", "valve", "skz", "service_point"}
 

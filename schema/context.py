@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from strawberry.dataloader import DataLoader
 
 from erp import views
 from erp.domain.access import Principal
 from realtime.broadcast import Broadcast
 from schema.cache import ResponseCache
+
+if TYPE_CHECKING:  # the session factory is handed in by the server; resolvers never build one
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 __all__ = ["MISSING", "Context", "Loaders", "Services"]
 

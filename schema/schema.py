@@ -10,6 +10,7 @@ from pathlib import Path
 import strawberry
 from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
+from strawberry.exceptions import StrawberryGraphQLError
 from strawberry.extensions import (
     AddValidationRules,
     MaskErrors,
@@ -19,8 +20,6 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     ValidationCache,
 )
-
-from strawberry.exceptions import StrawberryGraphQLError
 from strawberry.types import ExecutionContext
 
 from schema.cache import ResponseCache, response_cache_extension

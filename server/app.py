@@ -8,8 +8,8 @@ import gc
 import logging
 import time
 from collections import OrderedDict
-from functools import cached_property
 from collections.abc import AsyncIterator
+from functools import cached_property
 from typing import Any
 
 import orjson

@@ -121,13 +121,13 @@ async def _network_import(settings: Settings, path: Path, gaslib: bool) -> None:
 async def _network_export(settings: Settings, path: Path) -> None:
     from erp.exchange import geojson as gj
 
-    async def run(engine: Any) -> None:
+    async def run(engine: Any) -> dict[str, Any]:
         async with session_factory(engine)() as s:
-            fc = await gj.export_feature_collection(s)
-        path.write_text(json.dumps(fc, ensure_ascii=False, indent=1))
-        print(f"exported {len(fc['features'])} features to {path}")
+            return await gj.export_feature_collection(s)
 
-    await _with_db(settings, run)
+    fc = await _with_db(settings, run)
+    path.write_text(json.dumps(fc, ensure_ascii=False, indent=1))  # noqa: ASYNC240 - after the DB work
+    print(f"exported {len(fc['features'])} features to {path}")
 
 
 async def _audit_verify(settings: Settings) -> int:

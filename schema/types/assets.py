@@ -54,7 +54,15 @@ def _one(info: Info[Context, Any], kind: str, cls: type[Any], key: str | None) -
     return None if row is None else from_row(cls, row)
 
 
-class AssetNode(relay.Node):
+@strawberry.type
+class _AssetId:
+    @strawberry.field(description="The registry's own id, as used by mutations and files "
+                                  "(`id` is the Relay global id).")
+    def asset_id(self) -> str:
+        return self.id  # type: ignore[attr-defined,no-any-return]
+
+
+class AssetNode(_AssetId, relay.Node):
     """A registry asset: resolves global ids through the caller-scoped DataLoader."""
 
     kind: ClassVar[str]
