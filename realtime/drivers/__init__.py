@@ -1,0 +1,1 @@
+"""Device drivers: one module per protocol, behind `realtime.drivers.base.Driver`."""
