@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
+
+from realtime.bus import AbstractBus
 
 __all__ = ["Broadcast", "Subscription"]
 
@@ -41,19 +42,27 @@ class Subscription:
             yield await self.queue.get()
 
 
-class Broadcast:
-    """Topic-based fan-out inside one process."""
+class Broadcast(AbstractBus):
+    """Topic-based fan-out inside one process (the embedded bus)."""
 
     def __init__(self, maxsize: int = 1000) -> None:
         self._maxsize = maxsize
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
 
-    def publish(self, topic: str, message: Any) -> int:
-        """Deliver to every current subscriber of `topic`; returns how many got it."""
+    def publish(self, topic: str, message: Any) -> None:
+        """Deliver to every current subscriber of `topic`."""
+        self.deliver(topic, message)
+
+    def deliver(self, topic: str, message: Any) -> int:
+        """Hand `message` to local subscribers of `topic`; returns how many got it."""
         subs = self._subs.get(topic, ())
         for s in subs:
             s.offer(message)
         return len(subs)
+
+    def topics(self) -> list[str]:
+        """Topics with at least one local subscriber."""
+        return list(self._subs)
 
     def listen(self, topic: str) -> tuple[Subscription, Callable[[], None]]:
         """Start a subscription; returns it and its unsubscribe callable."""
@@ -68,15 +77,6 @@ class Broadcast:
                     del self._subs[topic]
 
         return sub, unsubscribe
-
-    @asynccontextmanager
-    async def subscribe(self, topic: str) -> AsyncIterator[Subscription]:
-        """`async with bus.subscribe(topic) as sub:` — unsubscribes on exit."""
-        sub, unsubscribe = self.listen(topic)
-        try:
-            yield sub
-        finally:
-            unsubscribe()
 
     def subscriber_count(self, topic: str) -> int:
         """How many subscribers `topic` has now."""

@@ -10,7 +10,7 @@ from strawberry.dataloader import DataLoader
 
 from erp import views
 from erp.domain.access import Principal
-from realtime.broadcast import Broadcast
+from realtime.bus import AbstractBus
 from schema.cache import ResponseCache
 
 if TYPE_CHECKING:  # the session factory is handed in by the server; resolvers never build one
@@ -24,7 +24,7 @@ class Services:
     """What resolvers may use; built once by the server's composition root."""
 
     db: async_sessionmaker[AsyncSession]
-    bus: Broadcast
+    bus: AbstractBus
     signing_key: str
     access_token_ttl_s: int = 900
     max_page_size: int = 500

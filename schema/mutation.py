@@ -77,9 +77,9 @@ async def _run(info: Info[Context, Any], permission: str, operation: str, kind: 
         return from_erp_error(exc)
     if ctx.services.response_cache is not None:
         ctx.services.response_cache.invalidate()
-    ctx.services.bus.publish(REGISTRY_TOPIC, AssetChange(
-        operation=operation, kind=kind, id=row.id, actor=actor_of(ctx).username,
-        ts=dt.datetime.now(dt.UTC), area_id=getattr(row, "area_id", None)))
+    ctx.services.bus.publish(REGISTRY_TOPIC, {
+        "operation": operation, "kind": kind, "id": row.id, "actor": actor_of(ctx).username,
+        "ts": dt.datetime.now(dt.UTC).isoformat(), "area_id": getattr(row, "area_id", None)})
     return Success(asset=t.from_row(cls, row))
 
 

@@ -1,5 +1,6 @@
 """Root subscription: live registry changes (more live feeds arrive with telemetry)."""
 
+import datetime as dt
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -21,9 +22,13 @@ class Subscription:
                             kinds: list[str] | None = None) -> AsyncGenerator[AssetChange, None]:
         scope = info.context.areas()
         async with info.context.services.bus.subscribe(REGISTRY_TOPIC) as sub:
-            async for change in sub:
-                if kinds is not None and change.kind not in kinds:
+            async for msg in sub:
+                if msg.get("type") == "resync":
+                    continue  # a registry change feed has no state to re-read
+                if kinds is not None and msg["kind"] not in kinds:
                     continue
-                if scope is not None and change.area_id not in scope:
+                if scope is not None and msg["area_id"] not in scope:
                     continue
-                yield change
+                yield AssetChange(operation=msg["operation"], kind=msg["kind"], id=msg["id"],
+                                  actor=msg["actor"], ts=dt.datetime.fromisoformat(msg["ts"]),
+                                  area_id=msg["area_id"])
