@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from erp.adapters import orm
 from erp.demo_town import generate_demo_town
 from erp.domain.access import Role
-from erp.services import accounts, audit, registry
+from erp.services import accounts, audit, registry, tags
 
 __all__ = ["SeedResult", "read_credentials", "seed_demo", "write_credentials"]
 
@@ -48,6 +48,7 @@ async def seed_demo(session: AsyncSession, var_dir: Path, seed: int = 42) -> See
     town = generate_demo_town(seed)
     summary = await registry.bulk_import(session, town.records, SEED_ACTOR,
                                          operation="demo.seed")
+    tag_count = await tags.ensure_tags(session)
     district_ids = sorted({r.id for r in town.records if r.kind == "area"})
     creds: dict[str, str] = {}
 
@@ -75,7 +76,7 @@ async def seed_demo(session: AsyncSession, var_dir: Path, seed: int = 42) -> See
     rows = [{"crew_id": c.id, "user_id": users[m].id} for c in town.crews for m in c.members]
     if rows:
         await session.execute(insert(orm.crew_members), rows)
-    return SeedResult(True, dict(summary.counts), creds)
+    return SeedResult(True, {**summary.counts, "tag": tag_count}, creds)
 
 
 def write_credentials(var_dir: Path, creds: dict[str, str]) -> Path:

@@ -46,6 +46,7 @@ __all__ = [
     "ServicePoint",
     "SkzStation",
     "Station",
+    "TagDefinition",
     "User",
     "UTCDateTime",
     "Valve",
@@ -373,6 +374,34 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class TagDefinition(Timestamped, Base):
+    """A telemetry tag tied to a registry asset, and where its values come from.
+
+    `path` is the stable id (`station/GRP-12/p_out`). Raw device values become engineering
+    values as `raw * scale + offset` in `unit`. `source` names the driver and address, e.g.
+    `{"driver": "opcua", "endpoint": "stations", "address": "ns=2;s=station/GRP-12/p_out"}`.
+    """
+
+    __tablename__ = "tags"
+    path: Mapped[str] = mapped_column(String(200), primary_key=True)
+    asset_kind: Mapped[str] = mapped_column(String(32), index=True)
+    asset_id: Mapped[str] = mapped_column(String(64), index=True)
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(300), default="")
+    unit: Mapped[str] = mapped_column(String(32), default="")
+    data_type: Mapped[str] = mapped_column(String(16), default="float")
+    scale: Mapped[float] = mapped_column(Float, default=1.0)
+    offset: Mapped[float] = mapped_column(Float, default=0.0)
+    deadband_kind: Mapped[str] = mapped_column(String(16), default="none")
+    deadband_value: Mapped[float] = mapped_column(Float, default=0.0)
+    range_low: Mapped[float | None] = mapped_column(Float)
+    range_high: Mapped[float | None] = mapped_column(Float)
+    expected_period_s: Mapped[float | None] = mapped_column(Float)
+    writable: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class RegistryVersion(Base):
