@@ -73,6 +73,11 @@ class TagStore:
             raise UnknownTag(path) from None
 
     @property
+    def known(self) -> Mapping[TagPath, TagDef]:
+        """Definitions by path (read-only view)."""
+        return self._defs
+
+    @property
     def paths(self) -> list[TagPath]:
         """Every defined path, sorted."""
         return sorted(self._defs)

@@ -11,6 +11,7 @@ from strawberry.dataloader import DataLoader
 from erp import views
 from erp.domain.access import Principal
 from realtime.bus import AbstractBus
+from realtime.store import TagStore
 from schema.cache import ResponseCache
 
 if TYPE_CHECKING:  # the session factory is handed in by the server; resolvers never build one
@@ -29,6 +30,7 @@ class Services:
     access_token_ttl_s: int = 900
     max_page_size: int = 500
     response_cache: ResponseCache | None = None
+    tags: TagStore | None = None  # None when telemetry is not running in this process
 
 
 MISSING: Any = object()

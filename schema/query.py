@@ -11,6 +11,7 @@ from schema.context import Context
 from schema.permissions import Can
 from schema.types import assets as t
 from schema.types import inputs as i
+from schema.types import tags as tg
 from schema.types.connection import Connection, Edge, decode_cursor, encode_cursor
 from schema.types.report import (
     AuditRecord,
@@ -244,6 +245,26 @@ class Query:
             has_next_page=page.has_next, has_previous_page=after is not None,
             start_cursor=edges[0].cursor if edges else None,
             end_cursor=edges[-1].cursor if edges else None))
+
+    @strawberry.field(permission_classes=[Can("telemetry.read")],
+                      description="One tag with its latest value (null if unknown or not yours).")
+    async def tag(self, info: Info[Context, Any], path: str) -> tg.Tag | None:
+        store = info.context.services.tags
+        if store is None or path not in store.known:
+            return None
+        d = store.known[path]
+        return tg.Tag.of(d, store.get(path)) if tg.matches(d, None, info.context.areas()) else None
+
+    @strawberry.field(permission_classes=[Can("telemetry.read")],
+                      description="Tags with their latest values, by path.")
+    async def tags(self, info: Info[Context, Any], filter: tg.TagFilter | None = None,
+                   first: int = 500) -> list[tg.Tag]:
+        store = info.context.services.tags
+        if store is None:
+            return []
+        scope = info.context.areas()
+        found = [d for p, d in sorted(store.known.items()) if tg.matches(d, filter, scope)]
+        return [tg.Tag.of(d, store.get(d.path)) for d in found[: _page_size(info, first)]]
 
     @strawberry.field(permission_classes=[Can("users.read")])
     async def users(self, info: Info[Context, Any]) -> list[t.User]:

@@ -25,10 +25,13 @@ from strawberry.exceptions import ConnectionRejectionError
 from erp.adapters.db import create_engine, current_revision, head_revision, session_factory
 from erp.services import accounts
 from realtime.broadcast import Broadcast
+from realtime.bus import AbstractBus
+from realtime.redis_bus import RedisBus
 from schema.cache import ResponseCache
 from schema.context import Context, Services
 from schema.schema import Limits, build_schema
 from server.settings import Settings
+from server.telemetry import Telemetry
 from server.vendor import FRONTEND_DIR, VendorAssets
 
 __all__ = ["create_app"]
@@ -127,10 +130,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """Build the ASGI app; nothing connects until the lifespan starts."""
     settings = settings or Settings()
     engine = create_engine(settings.database_url)
+    bus: AbstractBus = RedisBus(settings.redis_url) if settings.redis_url else Broadcast()
+    db = session_factory(engine)
+    telemetry = Telemetry(db, bus)
     cache = (ResponseCache(settings.response_cache_size, settings.response_cache_version_ttl_s)
              if settings.response_cache_size else None)
     services = Services(
-        db=session_factory(engine), bus=Broadcast(), signing_key=settings.signing_key(),
+        db=db, bus=bus, tags=telemetry.store, signing_key=settings.signing_key(),
         access_token_ttl_s=settings.access_token_ttl_s, max_page_size=settings.max_page_size,
         response_cache=cache)
     schema = build_schema(Limits(
@@ -162,22 +168,27 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks,
                              "services": {"graphql": "/graphql", "graphiql": settings.graphiql,
                                           "database": engine.dialect.name,
-                                          "bus": "in-process", "historian": str(settings.historian)}},
+                                          "bus": "redis" if settings.redis_url else "in-process",
+                                          "historian": str(settings.historian),
+                                          "tags": len(telemetry.store.known)}},
                             status_code=200 if ok else 503)
 
     async def landing(_: Request) -> Response:
         return FileResponse(FRONTEND_DIR / "static" / "index.html")
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log.info("gasops starting: database %s", engine.url.render_as_string(hide_password=True))
         # Everything built so far (schema, mappers, modules) lives as long as the process: move
         # it out of the collector's way, so full collections stay short under load.
+        app.state.loop = asyncio.get_running_loop()
+        await telemetry.start()
         gc.collect()
         gc.freeze()
         try:
             yield
         finally:
+            await telemetry.stop()
             await engine.dispose()
 
     app = Starlette(routes=[
@@ -192,4 +203,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.services = services
     app.state.engine = engine
+    app.state.telemetry = telemetry
     return app

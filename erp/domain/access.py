@@ -49,6 +49,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "audit.read": frozenset({Role.admin, Role.engineer}),
     # Crews (field service).
     "crews.read": frozenset({Role.admin, Role.dispatcher, Role.foreman, Role.engineer}),
+    # Telemetry: tags, latest values, history and live updates.
+    "telemetry.read": _STAFF | {Role.integrator},
     # Live registry change feed.
     "registry.subscribe": _STAFF | {Role.integrator},
     # Anyone signed in: who am I.

@@ -41,3 +41,39 @@ def seed_grid(database_url: str, n_pipes: int, area: str = "T1") -> None:
     t = threading.Thread(target=lambda: asyncio.run(run()))
     t.start()
     t.join()
+
+
+def station_records(station_id: str = "GRP-01", area: str = "T1") -> list[AssetRecord]:
+    """One GRP with its inlet and outlet nodes in `area` (the area itself included)."""
+    return [
+        AssetRecord("area", area, {"name": f"Test {area}"}),
+        AssetRecord("node", f"{station_id}-IN", {"lat": 57.6, "lon": 39.8,
+                                                "pressure_level": "medium", "area_id": area}),
+        AssetRecord("node", f"{station_id}-OUT", {"lat": 57.6, "lon": 39.8,
+                                                 "pressure_level": "low", "area_id": area}),
+        AssetRecord("station", station_id, {
+            "name": station_id, "kind": "GRP", "inlet_node_id": f"{station_id}-IN",
+            "outlet_node_id": f"{station_id}-OUT", "inlet_level": "medium",
+            "outlet_level": "low", "outlet_setpoint_pa_gauge": 2800, "capacity_m3h_std": 600,
+            "lat": 57.6, "lon": 39.8, "area_id": area}),
+    ]
+
+
+def seed_stations(database_url: str, records: list[AssetRecord]) -> None:
+    """Migrate, write the records and their tag definitions (from any thread)."""
+    from erp.adapters.db import migrate
+    from erp.services import tags
+
+    async def run() -> None:
+        engine = create_engine(database_url)
+        try:
+            await migrate(engine)
+            async with session_factory(engine).begin() as s:
+                await registry.bulk_import(s, records, audit.Actor("test", "admin"))
+                await tags.ensure_tags(s)
+        finally:
+            await engine.dispose()
+
+    t = threading.Thread(target=lambda: asyncio.run(run()))
+    t.start()
+    t.join()

@@ -1,0 +1,62 @@
+"""The telemetry pipeline: driver batches → tag store (deadband) → bus → historian sink.
+
+Drivers call `Pipeline.on_values(batch)` from their own tasks; it is synchronous and never
+blocks. Changes go to the bus as one compact message per batch (topic `tags`), and to the
+historian sink (a bounded queue drained in batches by `HistorianWriter`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from realtime.bus import AbstractBus
+from realtime.model import Quality, TagPath, TagValue
+from realtime.store import Change, TagStore
+
+__all__ = ["TAGS_TOPIC", "Pipeline", "decode_values", "encode_changes"]
+
+log = logging.getLogger(__name__)
+TAGS_TOPIC = "tags"
+
+
+def encode_changes(changes: Sequence[Change]) -> dict[str, Any]:
+    """The bus message of a batch: `[path, value, quality, source_ts, server_ts]` rows."""
+    return {"type": "tags", "values": [
+        [c.path, c.new.value, int(c.new.quality), c.new.source_ts.isoformat(),
+         c.new.server_ts.isoformat()] for c in changes]}
+
+
+def decode_values(message: Mapping[str, Any]) -> dict[TagPath, TagValue]:
+    """The values of a `tags` bus message."""
+    return {row[0]: TagValue(row[1], Quality.from_status_code(row[2]),
+                             dt.datetime.fromisoformat(row[3]), dt.datetime.fromisoformat(row[4]))
+            for row in message.get("values", ())}
+
+
+class Pipeline:
+    """Feeds the store, the bus and the historian sink from driver batches."""
+
+    def __init__(self, store: TagStore, bus: AbstractBus,
+                 sink: Callable[[Sequence[Change]], None] | None = None) -> None:
+        self.store = store
+        self.bus = bus
+        self.sink = sink
+        self.received = 0
+        self.rejected = 0
+
+    def on_values(self, batch: Mapping[TagPath, TagValue]) -> None:
+        """A driver's listener: apply, publish, record."""
+        known = {p: v for p, v in batch.items() if p in self.store.known}
+        self.received += len(batch)
+        if len(known) != len(batch):
+            self.rejected += len(batch) - len(known)
+            log.debug("values for %d undefined tags ignored", len(batch) - len(known))
+        changes = self.store.update_many(known)
+        if not changes:
+            return
+        self.bus.publish(TAGS_TOPIC, encode_changes(changes))
+        if self.sink is not None:
+            self.sink(changes)

@@ -1,0 +1,55 @@
+"""Composition of the live side: tag store, pipeline and bus, started and stopped by the lifespan.
+
+Tag definitions come from the database (`erp.services.tags`); the store, pipeline and bus
+are plain objects from `realtime`. Drivers, simulators and the historian writer plug in here
+as they land (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from erp.adapters.orm import TagDefinition
+from erp.services import tags as tag_service
+from realtime.bus import AbstractBus
+from realtime.model import Deadband, DeadbandKind, TagDef
+from realtime.pipeline import Pipeline
+from realtime.store import TagStore
+
+__all__ = ["Telemetry", "tag_def"]
+
+log = logging.getLogger("gasops.telemetry")
+
+
+def tag_def(row: TagDefinition) -> TagDef:
+    """The realtime definition of a database tag row."""
+    return TagDef(
+        path=row.path, unit=row.unit, description=row.description, asset_id=row.asset_id,
+        area_id=row.area_id, data_type=row.data_type, scale=row.scale, offset=row.offset,
+        deadband=Deadband(DeadbandKind(row.deadband_kind), row.deadband_value),
+        range_low=row.range_low, range_high=row.range_high,
+        expected_period_s=row.expected_period_s, writable=row.writable)
+
+
+class Telemetry:
+    """Owns the live objects of one server process."""
+
+    def __init__(self, db: Any, bus: AbstractBus) -> None:
+        self._db = db
+        self.bus = bus
+        self.store = TagStore()
+        self.pipeline = Pipeline(self.store, bus)
+
+    async def start(self) -> None:
+        """Connect the bus and load tag definitions."""
+        await self.bus.start()
+        async with self._db() as s:
+            rows = await tag_service.load_tags(s)
+        for row in rows:
+            self.store.define(tag_def(row))
+        log.info("telemetry: %d tags defined", len(rows))
+
+    async def stop(self) -> None:
+        """Disconnect; idempotent."""
+        await self.bus.close()
