@@ -30,6 +30,7 @@ from realtime.redis_bus import RedisBus
 from schema.cache import ResponseCache
 from schema.context import Context, Services
 from schema.schema import Limits, build_schema
+from server.push import PushEndpoint
 from server.settings import Settings
 from server.telemetry import Telemetry
 from server.vendor import FRONTEND_DIR, VendorAssets
@@ -197,6 +198,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/ready", ready),
         Mount("/static", StaticFiles(directory=FRONTEND_DIR / "static")),
         Route("/vendor/{name}", vendor.endpoint),
+        Route("/api/push/meter-readings", PushEndpoint(db, telemetry).handle, methods=["POST"]),
         Route("/graphql", graphql_app, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql_app),
     ], lifespan=lifespan)

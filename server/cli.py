@@ -103,6 +103,16 @@ async def _token_create(settings: Settings, a: argparse.Namespace) -> None:
     await _with_db(settings, run)
 
 
+async def _device_token(settings: Settings, meter_id: str) -> None:
+    from erp.services import readings
+
+    async def run(engine: Any) -> None:
+        async with session_factory(engine).begin() as s:
+            print(await readings.create_device_token(s, meter_id, CLI_ACTOR))
+
+    await _with_db(settings, run)
+
+
 async def _network_import(settings: Settings, path: Path, gaslib: bool) -> None:
     from erp.exchange import gaslib as gl
     from erp.exchange import geojson as gj
@@ -162,6 +172,10 @@ def _parser() -> argparse.ArgumentParser:
     ua.add_argument("--all-areas", action="store_true")
     tok = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_cmd",
                                                                    required=True)
+    dev = sub.add_parser("device", help="field devices").add_subparsers(dest="device_cmd",
+                                                                        required=True)
+    dt_ = dev.add_parser("token", help="a push token for a smart meter (printed once)")
+    dt_.add_argument("meter_id")
     tc = tok.add_parser("create", help="create a long-lived API token (printed once)")
     tc.add_argument("username")
     tc.add_argument("--name", default="api")
@@ -206,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(_user_add(settings, args))
             case "token":
                 asyncio.run(_token_create(settings, args))
+            case "device":
+                asyncio.run(_device_token(settings, args.meter_id))
             case "network":
                 if args.net_cmd == "export":
                     asyncio.run(_network_export(settings, args.file))

@@ -36,8 +36,10 @@ __all__ = [
     "AuditRecord",
     "Base",
     "Crew",
+    "DeviceToken",
     "Equipment",
     "Meter",
+    "MeterReading",
     "NetworkLink",
     "NetworkNode",
     "Pipe",
@@ -402,6 +404,33 @@ class TagDefinition(Timestamped, Base):
     expected_period_s: Mapped[float | None] = mapped_column(Float)
     writable: Mapped[bool] = mapped_column(Boolean, default=False)
     source: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class DeviceToken(Base):
+    """A secret a field device (NB-IoT smart meter, data concentrator) pushes readings with;
+    only its SHA-256 is stored."""
+
+    __tablename__ = "device_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    meter_id: Mapped[str] = mapped_column(ForeignKey("meters.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class MeterReading(Base):
+    """A smart meter's reading at a device timestamp; (meter, ts) is unique, so a device that
+    re-sends a batch after a lost acknowledgement creates no duplicate."""
+
+    __tablename__ = "meter_readings"
+    meter_id: Mapped[str] = mapped_column(ForeignKey("meters.id"), primary_key=True)
+    ts: Mapped[dt.datetime] = mapped_column(UTCDateTime, primary_key=True)
+    index_m3: Mapped[float] = mapped_column(Float)  # register at working conditions, m³
+    valve_open: Mapped[bool | None] = mapped_column(Boolean)
+    battery_pct: Mapped[float | None] = mapped_column(Float)
+    tamper: Mapped[bool | None] = mapped_column(Boolean)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(32), default="push")
 
 
 class RegistryVersion(Base):
