@@ -61,9 +61,9 @@ _SKZ = [
     TagTemplate("potential", "V", "polarization potential vs Cu/CuSO4 electrode",
                 deadband_kind="absolute", deadband_value=0.005, range_low=-3.0,
                 range_high=0.0, expected_period_s=60),
-    TagTemplate("mode", "", "0 off, 1 constant current, 2 constant voltage, 3 auto potential",
+    TagTemplate("mode", "", "0 constant current, 1 constant voltage, 2 automatic potential",
                 data_type="int", expected_period_s=60, writable=True),
-    TagTemplate("setpoint", "", "set-point of the active mode (A, V or V vs CSE)",
+    TagTemplate("setpoint", "V", "potential set-point of automatic mode, vs Cu/CuSO4",
                 expected_period_s=60, writable=True),
 ]
 _CORRECTOR = [

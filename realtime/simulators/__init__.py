@@ -1,0 +1,1 @@
+"""Simulated field devices for the demo and the tests: they speak the real protocols."""

@@ -1,0 +1,162 @@
+"""A simulated Modbus plant: volume correctors and SKZ rectifiers behind one TCP endpoint.
+
+It speaks real Modbus (pymodbus's server, TCP or RTU framing over TCP), lays its registers out
+by the same register-map files the driver reads, and moves its values the way the devices do:
+correctors count volume at the current flow, which follows a daily demand curve with noise;
+rectifiers hold the polarization potential near their set-point. A device simulator is a
+device, so this is the one place besides the driver that imports pymodbus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+from dataclasses import dataclass, field
+
+from pymodbus import FramerType
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType as SimType
+from pymodbus.simulator import SimData, SimDevice
+
+from realtime.drivers._modbus_maps import (
+    DataType,
+    FunctionCode,
+    RegisterMap,
+    builtin_map,
+    decode,
+    encode,
+)
+
+__all__ = ["ModbusPlant", "PlantDevice"]
+
+log = logging.getLogger(__name__)
+REGISTERS = 256
+
+
+@dataclass
+class PlantDevice:
+    """One simulated device: unit id, model and its own operating point."""
+
+    unit_id: int
+    model: str  # a built-in register map
+    base_flow_m3h: float = 100.0  # correctors: mean standard flow
+    values: dict[str, float] = field(default_factory=dict)
+
+
+def _demand(hour: float) -> float:
+    """Relative demand over the day: night trough, morning and evening peaks (1.0 = mean)."""
+    return (1.0 + 0.35 * math.exp(-((hour - 8.0) ** 2) / 4.0)
+            + 0.45 * math.exp(-((hour - 19.5) ** 2) / 5.0) - 0.35 * math.exp(
+                -((hour - 3.5) ** 2) / 6.0))
+
+
+class ModbusPlant:
+    """A pymodbus server for `devices`; `start()`, `step()` on a clock, `stop()`."""
+
+    def __init__(self, devices: list[PlantDevice], port: int, *, rtu: bool = False,
+                 period_s: float = 1.0, seed: int = 7) -> None:
+        self.devices = {d.unit_id: d for d in devices}
+        self.port = port
+        self.rtu = rtu
+        self.period_s = period_s
+        self._rng = random.Random(seed)
+        self._maps: dict[int, RegisterMap] = {d.unit_id: builtin_map(d.model) for d in devices}
+        self._server: ModbusTcpServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.hour = 9.0
+        for d in devices:
+            if d.model.startswith("corrector"):
+                d.values.update(vb=10_000.0 + 1000 * d.unit_id, vm=3_500.0 + 300 * d.unit_id,
+                                p_abs=401_325.0, t_gas=6.0, qb=d.base_flow_m3h,
+                                qm=d.base_flow_m3h / 3.9, k_factor=3.9, alarms=0.0,
+                                battery_days=1200.0)
+            elif d.model.startswith("skz"):
+                d.values.update(self._skz_initial())
+
+    @staticmethod
+    def _skz_initial() -> dict[str, float]:
+        # mode 2 = automatic potential control; potentials in V vs Cu/CuSO4.
+        return {"u_out": 18.0, "i_out": 6.5, "e_pol": -1.02, "e_on": -1.35, "mode": 2.0,
+                "setpoint_i": 8.0, "setpoint_u": 20.0, "setpoint_e_pol": -1.0,
+                "operating_hours": 40_000.0}
+
+    async def start(self) -> None:
+        """Serve on 127.0.0.1:port and start moving the values."""
+        sims = [SimDevice(id=unit, simdata=(
+            [SimData(0, values=[False] * REGISTERS, datatype=SimType.BITS)],
+            [SimData(0, values=[False] * REGISTERS, datatype=SimType.BITS)],
+            [SimData(0, values=[0] * REGISTERS, datatype=SimType.REGISTERS)],
+            [SimData(0, values=[0] * REGISTERS, datatype=SimType.REGISTERS)],
+        )) for unit in self.devices]
+        framer = FramerType.RTU if self.rtu else FramerType.SOCKET
+        self._server = ModbusTcpServer(sims, framer=framer, address=("127.0.0.1", self.port))
+        await self._server.serve_forever(background=True)
+        await self.publish()
+        self._task = asyncio.create_task(self._run(), name=f"modbus-plant-{self.port}")
+
+    async def stop(self) -> None:
+        """Stop moving values and close the server."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._server is not None:
+            await self._server.shutdown()  # type: ignore[no-untyped-call]
+            self._server = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.period_s)
+            try:
+                await self.absorb_writes()
+                self.step(self.period_s)
+                await self.publish()
+            except Exception:  # a simulator glitch must not end the demo
+                log.exception("modbus plant update failed")
+
+    def step(self, dt_s: float, hour: float | None = None) -> None:
+        """Advance every device by `dt_s` seconds of plant time."""
+        self.hour = (self.hour + dt_s / 3600.0) % 24 if hour is None else hour
+        for d in self.devices.values():
+            v = d.values
+            if d.model.startswith("corrector"):
+                qb = max(0.0, d.base_flow_m3h * _demand(self.hour) * self._rng.gauss(1.0, 0.03))
+                v["qb"], v["qm"] = qb, qb / v["k_factor"]
+                v["vb"] += qb * dt_s / 3600.0
+                v["vm"] += v["qm"] * dt_s / 3600.0
+                v["p_abs"] = 401_325.0 + self._rng.gauss(0.0, 300.0)
+                v["t_gas"] = 6.0 + 2.0 * math.sin(self.hour / 24 * 2 * math.pi)
+            elif d.model.startswith("skz"):
+                v["e_pol"] = v["setpoint_e_pol"] - 0.02 + self._rng.gauss(0.0, 0.005)
+                v["e_on"] = v["e_pol"] - 0.33
+                v["i_out"] = max(0.0, 6.5 + self._rng.gauss(0.0, 0.1))
+                v["u_out"] = 18.0 + self._rng.gauss(0.0, 0.2)
+
+    async def absorb_writes(self) -> None:
+        """Take over what clients wrote into writable registers (set-points, modes)."""
+        assert self._server is not None
+        for unit, d in self.devices.items():
+            for point in self._maps[unit].points:
+                if not point.writable or point.function is not FunctionCode.HOLDING_REGISTERS:
+                    continue
+                words = await self._server.async_getValues(unit, 3, point.address, point.count)
+                d.values[point.name] = float(decode(point, [int(w) for w in words]))
+
+    async def publish(self) -> None:
+        """Write every device's values into its registers, as its register map lays them out."""
+        assert self._server is not None
+        for unit, d in self.devices.items():
+            for point in self._maps[unit].points:
+                value = d.values.get(point.name)
+                if value is None or point.bit is not None:
+                    continue
+                if point.type is DataType.BOOL:
+                    continue
+                words = encode(point, value)  # scales and rounds as the device would
+                assert isinstance(words, list)
+                fc = 4 if point.function is FunctionCode.INPUT_REGISTERS else 3
+                await self._server.async_setValues(unit, fc, point.address, words)
