@@ -133,7 +133,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     engine = create_engine(settings.database_url)
     bus: AbstractBus = RedisBus(settings.redis_url) if settings.redis_url else Broadcast()
     db = session_factory(engine)
-    telemetry = Telemetry(db, bus)
+    telemetry = Telemetry(db, bus, simulate_field=settings.simulate_field,
+                          modbus_lines=settings.modbus_line_addresses(),
+                          poll_period_s=settings.poll_period_s)
     cache = (ResponseCache(settings.response_cache_size, settings.response_cache_version_ttl_s)
              if settings.response_cache_size else None)
     services = Services(

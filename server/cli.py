@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             case "serve":
                 _serve(settings)
             case "demo":
+                settings = settings.model_copy(update={"simulate_field": True})
                 asyncio.run(_seed(settings))
                 print(f"serving on http://{settings.host}:{settings.port}/ "
                       f"(GraphiQL at /graphql)", flush=True)

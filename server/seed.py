@@ -13,6 +13,7 @@ from erp.adapters import orm
 from erp.demo_town import generate_demo_town
 from erp.domain.access import Role
 from erp.services import accounts, audit, registry, tags
+from server.field import assign_demo_sources
 
 __all__ = ["SeedResult", "read_credentials", "seed_demo", "write_credentials"]
 
@@ -49,6 +50,7 @@ async def seed_demo(session: AsyncSession, var_dir: Path, seed: int = 42) -> See
     summary = await registry.bulk_import(session, town.records, SEED_ACTOR,
                                          operation="demo.seed")
     tag_count = await tags.ensure_tags(session)
+    await assign_demo_sources(session)
     district_ids = sorted({r.id for r in town.records if r.kind == "area"})
     creds: dict[str, str] = {}
 

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     response_cache_version_ttl_s: float = Field(
         default=1.0, ge=0, description="How stale a registry write by another process may be seen")
 
+    # Field
+    simulate_field: bool = Field(default=False, description="Run the demo's simulated devices")
+    modbus_lines: dict[str, str] = Field(default_factory=dict,
+                                         description='Modbus line name -> "host:port"')
+    poll_period_s: float = Field(default=5.0, gt=0, description="Modbus poll period")
+
     # Auth
     access_token_ttl_s: int = Field(default=900, ge=30)
     auth_cache_ttl_s: float = Field(default=5.0, ge=0,
@@ -81,6 +87,14 @@ class Settings(BaseSettings):
         if not self.historian_url and self.historian is HistorianKind.duckdb:
             object.__setattr__(self, "historian_url", str(self.var_dir / "history.duckdb"))
         return self
+
+    def modbus_line_addresses(self) -> dict[str, tuple[str, int]]:
+        """`modbus_lines` parsed into (host, port)."""
+        out = {}
+        for name, addr in self.modbus_lines.items():
+            host, _, port = addr.rpartition(":")
+            out[name] = (host or "127.0.0.1", int(port))
+        return out
 
     def signing_key(self) -> str:
         """The token signing key: from settings, else generated once into `var/secret_key`."""

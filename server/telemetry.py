@@ -16,6 +16,7 @@ from realtime.bus import AbstractBus
 from realtime.model import Deadband, DeadbandKind, TagDef
 from realtime.pipeline import Pipeline
 from realtime.store import TagStore
+from server.field import Field, sources_of
 
 __all__ = ["Telemetry", "tag_def"]
 
@@ -35,11 +36,17 @@ def tag_def(row: TagDefinition) -> TagDef:
 class Telemetry:
     """Owns the live objects of one server process."""
 
-    def __init__(self, db: Any, bus: AbstractBus) -> None:
+    def __init__(self, db: Any, bus: AbstractBus, *, simulate_field: bool = False,
+                 modbus_lines: dict[str, tuple[str, int]] | None = None,
+                 poll_period_s: float = 5.0) -> None:
         self._db = db
         self.bus = bus
         self.store = TagStore()
         self.pipeline = Pipeline(self.store, bus)
+        self._simulate = simulate_field
+        self._modbus_lines = dict(modbus_lines or {})
+        self._poll_period_s = poll_period_s
+        self.field: Field | None = None
 
     async def start(self) -> None:
         """Connect the bus and load tag definitions."""
@@ -49,7 +56,14 @@ class Telemetry:
         for row in rows:
             self.store.define(tag_def(row))
         log.info("telemetry: %d tags defined", len(rows))
+        self.field = Field(sources_of(rows), self.pipeline.on_values, simulate=self._simulate,
+                           line_addresses=dict(self._modbus_lines),
+                           poll_period_s=self._poll_period_s)
+        await self.field.start()
 
     async def stop(self) -> None:
-        """Disconnect; idempotent."""
+        """Stop the field, then disconnect; idempotent."""
+        if self.field is not None:
+            await self.field.stop()
+            self.field = None
         await self.bus.close()

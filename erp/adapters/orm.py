@@ -403,7 +403,7 @@ class TagDefinition(Timestamped, Base):
     range_high: Mapped[float | None] = mapped_column(Float)
     expected_period_s: Mapped[float | None] = mapped_column(Float)
     writable: Mapped[bool] = mapped_column(Boolean, default=False)
-    source: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    source: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class DeviceToken(Base):

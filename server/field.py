@@ -1,0 +1,150 @@
+"""The field: which drivers to run, built from the tag definitions' `source`, and — in the
+demo — the simulated devices they talk to.
+
+A tag's `source` names its driver and address as data:
+- `{"driver": "modbus", "line": "correctors", "unit": 3, "model": "corrector-ek270-like",
+   "point": "vb"}` — a point of a register map, on a unit of a named line;
+- `{"driver": "opcua", "endpoint": "stations", "address": "station/GRP-01/p_out"}`.
+Line and endpoint names map to network addresses through settings; the demo binds its
+simulators to free loopback ports and fills that map itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from erp.adapters import orm
+from realtime.drivers._modbus_maps import (
+    Framing,
+    ModbusDevice,
+    ModbusLine,
+    PointRef,
+    builtin_map,
+)
+from realtime.drivers.base import Driver, Listener
+from realtime.drivers.modbus import ModbusDriver
+from realtime.simulators.modbus_plant import ModbusPlant, PlantDevice
+
+__all__ = ["DEMO_LINES", "Field", "assign_demo_sources", "free_port", "sources_of"]
+
+log = logging.getLogger("gasops.field")
+
+# Demo wiring: corrector and SKZ tags onto two Modbus lines (a TCP gateway and an RS-485 modem
+# speaking RTU framing over TCP), with each tag name mapped onto its register map's point.
+DEMO_LINES = {
+    "correctors": ("corrector-ek270-like", Framing.TCP,
+                   {"vb": "vb", "vm": "vm", "p": "p_abs", "t": "t_gas", "alarm": "alarms"}),
+    "skz": ("skz-rectifier", Framing.RTU,
+            {"u_out": "u_out", "i_out": "i_out", "potential": "e_pol", "mode": "mode",
+             "setpoint": "setpoint_e_pol"}),
+}
+
+
+async def assign_demo_sources(session: AsyncSession) -> int:
+    """Point correctors' and SKZ stations' tags at the demo's Modbus lines; returns count."""
+    correctors = set((await session.execute(select(orm.Meter.id).where(
+        orm.Meter.kind == "industrial_corrector"))).scalars())
+    rows = (await session.execute(select(orm.TagDefinition).where(
+        orm.TagDefinition.source.is_(None)).order_by(orm.TagDefinition.path))).scalars().all()
+    units: dict[str, dict[str, int]] = {line: {} for line in DEMO_LINES}
+    n = 0
+    for row in rows:
+        line = ("correctors" if row.asset_kind == "meter" and row.asset_id in correctors
+                else "skz" if row.asset_kind == "skz" else None)
+        if line is None:
+            continue
+        model, _, points = DEMO_LINES[line]
+        unit = units[line].setdefault(row.asset_id, len(units[line]) + 1)
+        await session.execute(update(orm.TagDefinition).where(
+            orm.TagDefinition.path == row.path).values(source={
+                "driver": "modbus", "line": line, "unit": unit, "model": model,
+                "point": points[row.name]}))
+        n += 1
+    return n
+
+
+@dataclass
+class Field:
+    """Drivers (and demo simulators) for the tags that name a source."""
+
+    sources: Mapping[str, Mapping[str, Any]]  # tag path → source
+    listener: Listener
+    simulate: bool = False
+    line_addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
+    poll_period_s: float = 5.0
+    drivers: list[Driver] = field(default_factory=list)
+    plants: list[ModbusPlant] = field(default_factory=list)
+    _unsubs: list[Callable[[], None]] = field(default_factory=list)
+
+    def _modbus_lines(self) -> dict[str, dict[str, Any]]:
+        lines: dict[str, dict[str, Any]] = defaultdict(lambda: {"units": {}, "points": {}})
+        for path, src in self.sources.items():
+            if src.get("driver") != "modbus":
+                continue
+            line = lines[src["line"]]
+            line["units"][int(src["unit"])] = src["model"]
+            line["points"][path] = (int(src["unit"]), src["point"])
+        return lines
+
+    async def start(self) -> None:
+        """Start simulators (demo) and drivers; a line that cannot connect is retried by its
+        driver, so start-up never waits on a dead device."""
+        for name, line in self._modbus_lines().items():
+            framing = DEMO_LINES[name][1] if name in DEMO_LINES else Framing.TCP
+            if self.simulate:
+                port = free_port()
+                plant = ModbusPlant([PlantDevice(u, m, 40.0 + 17.0 * (u % 7))
+                                     for u, m in sorted(line["units"].items())],
+                                    port, rtu=framing is Framing.RTU)
+                await plant.start()
+                self.plants.append(plant)
+                self.line_addresses[name] = ("127.0.0.1", port)
+            if name not in self.line_addresses:
+                log.warning("no address for Modbus line %r: its tags stay without values", name)
+                continue
+            host, port = self.line_addresses[name]
+            devices = [ModbusDevice(f"unit-{u}", u, builtin_map(m), poll_period_s=self.poll_period_s)
+                       for u, m in sorted(line["units"].items())]
+            points = {p: PointRef(f"unit-{u}", pt) for p, (u, pt) in line["points"].items()}
+            driver = ModbusDriver(ModbusLine(host, port, framing=framing), devices, points)
+            with contextlib.suppress(Exception):
+                await driver.connect()  # the driver keeps retrying by itself
+            self._unsubs.append(driver.subscribe(list(points), self.listener))
+            self.drivers.append(driver)
+            log.info("modbus line %s: %d devices, %d tags at %s:%d", name, len(devices),
+                     len(points), host, port)
+
+    async def stop(self) -> None:
+        """Stop drivers, then simulators."""
+        for unsub in self._unsubs:
+            unsub()
+        for d in self.drivers:
+            await d.close()
+        for p in self.plants:
+            await p.stop()
+        self.drivers.clear()
+        self.plants.clear()
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (for the demo's simulators)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def sources_of(rows: Iterable[orm.TagDefinition]) -> dict[str, dict[str, Any]]:
+    """Tag path → source, for tags that have one."""
+    return {r.path: dict(r.source) for r in rows if r.source}
+
+
