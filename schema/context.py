@@ -11,6 +11,7 @@ from strawberry.dataloader import DataLoader
 from erp import views
 from erp.domain.access import Principal
 from realtime.bus import AbstractBus
+from realtime.historian.base import AbstractHistorian
 from realtime.store import TagStore
 from schema.cache import ResponseCache
 
@@ -31,6 +32,7 @@ class Services:
     max_page_size: int = 500
     response_cache: ResponseCache | None = None
     tags: TagStore | None = None  # None when telemetry is not running in this process
+    historian: AbstractHistorian | None = None
 
 
 MISSING: Any = object()

@@ -1,5 +1,6 @@
 """Root query: registry lists (cursor pages with filters), node(id), summary, topology, audit."""
 
+import datetime as dt
 from typing import Any
 
 import strawberry
@@ -265,6 +266,44 @@ class Query:
         scope = info.context.areas()
         found = [d for p, d in sorted(store.known.items()) if tg.matches(d, filter, scope)]
         return [tg.Tag.of(d, store.get(d.path)) for d in found[: _page_size(info, first)]]
+
+    @strawberry.field(permission_classes=[Can("telemetry.read")],
+                      description="Stored values of tags: raw (no bucketS) or downsampled into "
+                                  "buckets of bucketS seconds with an aggregate "
+                                  "(min, max, avg, last, count).")
+    async def history(self, info: Info[Context, Any], paths: list[str], start: dt.datetime,
+                      end: dt.datetime, bucket_s: int | None = None, aggregate: str = "avg",
+                      max_points: int = 10_000) -> list[tg.HistorySeries]:
+        svc = info.context.services
+        if svc.historian is None or svc.tags is None:
+            return []
+        if len(paths) > 100 or not 0 < max_points <= 100_000:
+            raise ValueError("at most 100 paths and 100,000 points per series")
+        if start.tzinfo is None or end.tzinfo is None or end <= start:
+            raise ValueError("start and end must carry a zone, and end must be after start")
+        scope = info.context.areas()
+        allowed = [p for p in paths if p in svc.tags.known and tg.matches(svc.tags.known[p],
+                                                                           None, scope)]
+        out = []
+        if bucket_s is None:
+            for p in allowed:
+                pts = await svc.historian.raw(p, start, end)
+                out.append(tg.HistorySeries(
+                    path=p, bucket_s=None, aggregate=None, truncated=len(pts) > max_points,
+                    points=[tg.HistoryPoint(ts=x.ts, value=x.value, quality=x.quality)
+                            for x in pts[:max_points]]))
+            return out
+        if aggregate not in ("min", "max", "avg", "last", "count"):
+            raise ValueError("aggregate is one of min, max, avg, last, count")
+        series = await svc.historian.buckets(allowed, start, end, bucket_s, (aggregate,))
+        for sr in series.values():
+            column = getattr(sr, aggregate)
+            out.append(tg.HistorySeries(
+                path=sr.tag, bucket_s=bucket_s, aggregate=aggregate,
+                truncated=len(sr.start) > max_points,
+                points=[tg.HistoryPoint(ts=t, value=None if v is None else float(v))
+                        for t, v in list(zip(sr.start, column, strict=True))[:max_points]]))
+        return out
 
     @strawberry.field(permission_classes=[Can("users.read")])
     async def users(self, info: Info[Context, Any]) -> list[t.User]:

@@ -26,12 +26,13 @@ from erp.adapters.db import create_engine, current_revision, head_revision, sess
 from erp.services import accounts
 from realtime.broadcast import Broadcast
 from realtime.bus import AbstractBus
+from realtime.historian.base import AbstractHistorian
 from realtime.redis_bus import RedisBus
 from schema.cache import ResponseCache
 from schema.context import Context, Services
 from schema.schema import Limits, build_schema
 from server.push import PushEndpoint
-from server.settings import Settings
+from server.settings import HistorianKind, Settings
 from server.telemetry import Telemetry
 from server.vendor import FRONTEND_DIR, VendorAssets
 
@@ -127,19 +128,35 @@ class GasopsGraphQL(GraphQL[Context, None]):
         return {"user": context.principal.username if context.principal else None}
 
 
+def _historian(settings: Settings) -> AbstractHistorian:
+    """The configured history engine (nothing connects until the lifespan starts it)."""
+    if settings.historian is HistorianKind.questdb:
+        from realtime.historian.questdb import QuestDBHistorian
+
+        return QuestDBHistorian(settings.historian_url, settings.historian_pg_url)
+    from realtime.historian.duckdb import DuckDBHistorian
+
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    return DuckDBHistorian(settings.historian_url)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the ASGI app; nothing connects until the lifespan starts."""
     settings = settings or Settings()
     engine = create_engine(settings.database_url)
     bus: AbstractBus = RedisBus(settings.redis_url) if settings.redis_url else Broadcast()
     db = session_factory(engine)
-    telemetry = Telemetry(db, bus, simulate_field=settings.simulate_field,
+    historian = _historian(settings)
+    telemetry = Telemetry(db, bus, historian, settings.var_dir / "historian-buffer.sqlite3",
+                          buffer_max_points=settings.historian_buffer_max_points,
+                          simulate_field=settings.simulate_field,
                           modbus_lines=settings.modbus_line_addresses(),
                           poll_period_s=settings.poll_period_s)
     cache = (ResponseCache(settings.response_cache_size, settings.response_cache_version_ttl_s)
              if settings.response_cache_size else None)
     services = Services(
-        db=db, bus=bus, tags=telemetry.store, signing_key=settings.signing_key(),
+        db=db, bus=bus, tags=telemetry.store, historian=historian,
+        signing_key=settings.signing_key(),
         access_token_ttl_s=settings.access_token_ttl_s, max_page_size=settings.max_page_size,
         response_cache=cache)
     schema = build_schema(Limits(

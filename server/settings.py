@@ -45,7 +45,11 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy async URL; default SQLite in var/")
     redis_url: str | None = Field(default=None, description="Redis for the bus and RQ jobs")
     historian: HistorianKind = HistorianKind.duckdb
-    historian_url: str = Field(default="", description="DuckDB file path or QuestDB address")
+    historian_url: str = Field(default="", description="DuckDB file path or QuestDB HTTP URL")
+    historian_pg_url: str | None = Field(default=None,
+                                         description="QuestDB PostgreSQL-wire DSN for queries")
+    historian_buffer_max_points: int = Field(default=5_000_000, ge=1000,
+                                             description="Store-and-forward buffer bound")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     secret_key: SecretStr | None = Field(default=None, description="Token signing key")

@@ -8,11 +8,15 @@ as they land (see docs/architecture.md).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from erp.adapters.orm import TagDefinition
 from erp.services import tags as tag_service
 from realtime.bus import AbstractBus
+from realtime.historian.base import AbstractHistorian, HistorianUnavailable
+from realtime.historian.buffer import StoreAndForward
+from realtime.historian.writer import HistorianWriter
 from realtime.model import Deadband, DeadbandKind, TagDef
 from realtime.pipeline import Pipeline
 from realtime.store import TagStore
@@ -36,13 +40,22 @@ def tag_def(row: TagDefinition) -> TagDef:
 class Telemetry:
     """Owns the live objects of one server process."""
 
-    def __init__(self, db: Any, bus: AbstractBus, *, simulate_field: bool = False,
+    def __init__(self, db: Any, bus: AbstractBus, historian: AbstractHistorian | None = None,
+                 buffer_path: Path | None = None, *, simulate_field: bool = False,
                  modbus_lines: dict[str, tuple[str, int]] | None = None,
-                 poll_period_s: float = 5.0) -> None:
+                 poll_period_s: float = 5.0, buffer_max_points: int = 5_000_000) -> None:
         self._db = db
         self.bus = bus
         self.store = TagStore()
-        self.pipeline = Pipeline(self.store, bus)
+        self.historian = historian
+        self.buffer: StoreAndForward | None = None
+        self.writer: HistorianWriter | None = None
+        if historian is not None:
+            assert buffer_path is not None
+            self.buffer = StoreAndForward(historian, buffer_path, buffer_max_points,
+                                          on_drop=self._points_dropped)
+            self.writer = HistorianWriter(self.buffer, on_drop=self._points_dropped)
+        self.pipeline = Pipeline(self.store, bus, self.writer.sink if self.writer else None)
         self._simulate = simulate_field
         self._modbus_lines = dict(modbus_lines or {})
         self._poll_period_s = poll_period_s
@@ -51,6 +64,13 @@ class Telemetry:
     async def start(self) -> None:
         """Connect the bus and load tag definitions."""
         await self.bus.start()
+        if self.historian is not None and self.buffer is not None and self.writer is not None:
+            try:
+                await self.historian.start()
+            except HistorianUnavailable:
+                log.warning("historian unavailable at start: buffering until it returns")
+            await self.buffer.start()
+            await self.writer.start()
         async with self._db() as s:
             rows = await tag_service.load_tags(s)
         for row in rows:
@@ -66,4 +86,12 @@ class Telemetry:
         if self.field is not None:
             await self.field.stop()
             self.field = None
+        if self.writer is not None and self.buffer is not None and self.historian is not None:
+            await self.writer.close()
+            await self.buffer.close()
+            await self.historian.close()
         await self.bus.close()
+
+    def _points_dropped(self, count: int) -> None:
+        # The alarm engine will raise an alarm here; until it lands, an error in the log.
+        log.error("telemetry: %d historian points dropped", count)

@@ -91,3 +91,19 @@ def matches(d: TagDef, f: TagFilter | None, scope: Any) -> bool:
             and (f.path_prefix is None or d.path.startswith(f.path_prefix))
             and (f.asset_ids is None or d.asset_id in f.asset_ids)
             and (f.area_id is None or d.area_id == f.area_id))
+
+
+@strawberry.type(description="One stored sample, or one bucket's aggregate (ts = bucket start).")
+class HistoryPoint:
+    ts: dt.datetime
+    value: float | None
+    quality: int | None = None
+
+
+@strawberry.type(description="The history of one tag over the asked range.")
+class HistorySeries:
+    path: str
+    bucket_s: int | None
+    aggregate: str | None
+    points: list[HistoryPoint]
+    truncated: bool = strawberry.field(description="More points exist than were returned")

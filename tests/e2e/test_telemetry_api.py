@@ -110,3 +110,33 @@ def test_ready_reports_tags(live: LiveServer) -> None:
     assert body["services"]["tags"] == 12
 
 
+
+
+def test_history_raw_and_buckets(live: LiveServer) -> None:
+    import time
+
+    t0 = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    app = live.server.config.app
+    batch_values = [2700.0, 2750.0, 2725.0]
+    for k, v in enumerate(batch_values):
+        ts = t0 + dt.timedelta(seconds=k)
+        done = asyncio.run_coroutine_threadsafe(_apply(app, {
+            "station/GRP-02/p_in": TagValue(v * 100, Quality.GOOD, ts, ts)}), app.state.loop)
+        done.result(timeout=5)
+    query = ('query($s: DateTime!, $e: DateTime!) { raw: history(paths: ["station/GRP-02/p_in"], '
+             'start: $s, end: $e) { path points { ts value quality } } '
+             'avg: history(paths: ["station/GRP-02/p_in"], start: $s, end: $e, bucketS: 60, '
+             'aggregate: "max") { points { value } } }')
+    variables = {"s": (t0 - dt.timedelta(minutes=1)).isoformat(),
+                 "e": (t0 + dt.timedelta(minutes=1)).isoformat()}
+    deadline = time.monotonic() + 10
+    while True:
+        body = live.gql(query, variables)
+        points = body["data"]["raw"][0]["points"]
+        if len(points) == 3:
+            break
+        assert time.monotonic() < deadline, body
+        time.sleep(0.2)
+    assert [p["value"] for p in points] == [270000.0, 275000.0, 272500.0]
+    assert all(p["quality"] == 0 for p in points)
+    assert max(p["value"] for p in body["data"]["avg"][0]["points"]) == 275000.0
