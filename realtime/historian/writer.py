@@ -48,6 +48,7 @@ class HistorianWriter:
         self._on_drop = on_drop
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.written = 0
         self.dropped = 0
 
@@ -77,11 +78,12 @@ class HistorianWriter:
             self._task = asyncio.create_task(self._run(), name="historian-writer")
 
     async def close(self) -> None:
-        """Stop, writing what is still queued."""
+        """Stop, writing what is still queued. The task is asked to finish, not cancelled: a
+        cancel in the middle of a write would lose the batch it had taken off the queue."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._wakeup.set()
+            await self._task
             self._task = None
         await self.flush()
 
@@ -94,7 +96,7 @@ class HistorianWriter:
             self.written += n
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._flush_interval_s)
             self._wakeup.clear()
