@@ -57,6 +57,12 @@ async def assign_demo_sources(session: AsyncSession) -> int:
     units: dict[str, dict[str, int]] = {line: {} for line in DEMO_LINES}
     n = 0
     for row in rows:
+        if row.asset_kind == "station":
+            await session.execute(update(orm.TagDefinition).where(
+                orm.TagDefinition.path == row.path).values(source={
+                    "driver": "opcua", "endpoint": "stations", "address": row.path}))
+            n += 1
+            continue
         line = ("correctors" if row.asset_kind == "meter" and row.asset_id in correctors
                 else "skz" if row.asset_kind == "skz" else None)
         if line is None:
@@ -82,6 +88,8 @@ class Field:
     poll_period_s: float = 5.0
     drivers: list[Driver] = field(default_factory=list)
     plants: list[ModbusPlant] = field(default_factory=list)
+    opcua_endpoints: dict[str, str] = field(default_factory=dict)
+    simulators: list[Any] = field(default_factory=list)
     _unsubs: list[Callable[[], None]] = field(default_factory=list)
 
     def _modbus_lines(self) -> dict[str, dict[str, Any]]:
@@ -97,6 +105,39 @@ class Field:
     async def start(self) -> None:
         """Start simulators (demo) and drivers; a line that cannot connect is retried by its
         driver, so start-up never waits on a dead device."""
+        await self._start_opcua()
+        await self._start_modbus()
+
+    async def _start_opcua(self) -> None:
+        from opcua.client import OpcUaDriver
+        from opcua.nodes import node_id_for_path
+        from opcua.simulator import StationSimulator
+
+        endpoints: dict[str, dict[str, str]] = defaultdict(dict)
+        for path, src in self.sources.items():
+            if src.get("driver") == "opcua":
+                endpoints[src["endpoint"]][path] = src["address"]
+        for name, points in endpoints.items():
+            if self.simulate:
+                stations = sorted({p.split("/")[1] for p in points})
+                sim = StationSimulator(stations, port=free_port(), period_s=1.0)
+                await sim.start()
+                self.simulators.append(sim)
+                self.opcua_endpoints[name] = sim.endpoint
+            if name not in self.opcua_endpoints:
+                log.warning("no address for OPC UA endpoint %r: its tags stay without values",
+                            name)
+                continue
+            driver = OpcUaDriver(self.opcua_endpoints[name],
+                                 {p: node_id_for_path(a) for p, a in points.items()})
+            with contextlib.suppress(Exception):
+                await driver.connect()  # the driver keeps retrying by itself
+            self._unsubs.append(driver.subscribe(list(points), self.listener))
+            self.drivers.append(driver)
+            log.info("opc ua endpoint %s: %d tags at %s", name, len(points),
+                     self.opcua_endpoints[name])
+
+    async def _start_modbus(self) -> None:
         for name, line in self._modbus_lines().items():
             framing = DEMO_LINES[name][1] if name in DEMO_LINES else Framing.TCP
             if self.simulate:
@@ -130,8 +171,11 @@ class Field:
             await d.close()
         for p in self.plants:
             await p.stop()
+        for sim in self.simulators:
+            await sim.stop()
         self.drivers.clear()
         self.plants.clear()
+        self.simulators.clear()
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""The demo field: simulated Modbus devices → real driver → tag store → GraphQL, by itself."""
+"""The demo field: simulated OPC UA and Modbus devices → real drivers → tag store → GraphQL."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from erp.services import audit, registry, tags
 from erp.services.registry import AssetRecord
 from server.field import assign_demo_sources
 from tests._live import LiveServer, start_live_server
+from tests.e2e._network import station_records
 
 
 def _seed(url: str) -> None:
@@ -23,13 +24,14 @@ def _seed(url: str) -> None:
             await migrate(engine)
             async with session_factory(engine).begin() as s:
                 await registry.bulk_import(s, [
+                    *station_records("GRP-01", "T1"),
                     AssetRecord("skz", "SKZ-01", {"name": "SKZ 1", "lat": 57.6, "lon": 39.8}),
                     AssetRecord("skz", "SKZ-02", {"name": "SKZ 2", "lat": 57.6, "lon": 39.8}),
                     AssetRecord("meter", "M-C1", {"serial": "C1", "model": "EK270",
                                                   "kind": "industrial_corrector"}),
                 ], audit.Actor("t", "admin"))
                 await tags.ensure_tags(s)
-                assert await assign_demo_sources(s) == 15
+                assert await assign_demo_sources(s) == 15 + 6
         finally:
             await engine.dispose()
 
@@ -67,3 +69,16 @@ def test_simulated_devices_feed_live_tags(live: LiveServer) -> None:
     time.sleep(1.5)
     later = live.gql(query)["data"]["vb"]["current"]["value"]
     assert later > first  # the corrector counts gas
+
+
+def test_station_values_arrive_over_opcua(live: LiveServer) -> None:
+    query = '{ tags(filter: {assetIds: ["GRP-01"]}) { path current { value good } } }'
+    deadline = time.monotonic() + 20
+    while True:
+        got = {t["path"].split("/")[-1]: t["current"] for t in live.gql(query)["data"]["tags"]}
+        if all(v and v["good"] for v in got.values()):
+            break
+        assert time.monotonic() < deadline, got
+        time.sleep(0.3)
+    assert 1000 < got["p_out"]["value"] < 5000  # low pressure, Pa gauge
+    assert got["door"]["value"] in (True, False)
