@@ -24,9 +24,17 @@ TAGS_TOPIC = "tags"
 
 def encode_changes(changes: Sequence[Change]) -> dict[str, Any]:
     """The bus message of a batch: `[path, value, quality, source_ts, server_ts]` rows."""
+    iso: dict[dt.datetime, str] = {}  # a batch shares a few timestamps: format each once
+
+    def fmt(ts: dt.datetime) -> str:
+        s = iso.get(ts)
+        if s is None:
+            s = iso[ts] = ts.isoformat()
+        return s
+
     return {"type": "tags", "values": [
-        [c.path, c.new.value, int(c.new.quality), c.new.source_ts.isoformat(),
-         c.new.server_ts.isoformat()] for c in changes]}
+        [c.path, c.new.value, int(c.new.quality), fmt(c.new.source_ts), fmt(c.new.server_ts)]
+        for c in changes]}
 
 
 def decode_values(message: Mapping[str, Any]) -> dict[TagPath, TagValue]:

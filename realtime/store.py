@@ -95,7 +95,8 @@ class TagStore:
 
     def update_many(self, values: Mapping[TagPath, TagValue]) -> list[Change]:
         """Apply a batch; notify listeners once with the changes; return them."""
-        changes = [c for p, v in values.items() if (c := self._apply(p, v)) is not None]
+        now = self._clock()  # one reading per batch: a batch arrives at one moment
+        changes = [c for p, v in values.items() if (c := self._apply(p, v, now)) is not None]
         if changes:
             for listener in list(self._listeners):
                 try:
@@ -109,9 +110,8 @@ class TagStore:
         changes = self.update_many({path: value})
         return changes[0] if changes else None
 
-    def _apply(self, path: TagPath, new: TagValue) -> Change | None:
+    def _apply(self, path: TagPath, new: TagValue, now: dt.datetime) -> Change | None:
         tag = self.definition(path)
-        now = self._clock()
         state = self._states.get(path)
         if state is None:
             self._states[path] = TagState(new, now, now, now)
