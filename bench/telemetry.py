@@ -72,7 +72,7 @@ async def pipeline_rate(tmp: Path, n_tags: int, total: int) -> tuple[float, floa
         fed += n_tags
         second += 1
         await asyncio.sleep(0)  # let the writer run, as drivers' awaits would
-        while writer.queued > 100_000:  # sustained rate: the feed waits for the storage
+        while writer.queued > 100_000:  # noqa: ASYNC110 - sustained rate: wait for the storage
             await asyncio.sleep(0.005)
     await writer.close()
     await buffer.wait_drained()
