@@ -55,6 +55,20 @@ class Pipeline:
         self.received = 0
         self.rejected = 0
 
+    def mark_stale(self, now: dt.datetime | None = None, factor: float = 3.0) -> list[TagPath]:
+        """Tags silent for `factor` × their expected period turn Uncertain (last usable value),
+        through the same path as driver values, so subscribers and the historian see it."""
+        now = now or dt.datetime.now(dt.UTC)
+        batch = {}
+        for path in self.store.stale(now, factor):
+            state = self.store.get(path)
+            if state is not None and state.value.quality.is_good:
+                batch[path] = TagValue(state.value.value, Quality.UNCERTAIN_LAST_USABLE_VALUE,
+                                       state.value.source_ts, now)
+        if batch:
+            self.on_values(batch)
+        return sorted(batch)
+
     def on_values(self, batch: Mapping[TagPath, TagValue]) -> None:
         """A driver's listener: apply, publish, record."""
         known = {p: v for p, v in batch.items() if p in self.store.known}

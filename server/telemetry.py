@@ -7,6 +7,8 @@ as they land (see docs/architecture.md).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,8 @@ class Telemetry:
     def __init__(self, db: Any, bus: AbstractBus, historian: AbstractHistorian | None = None,
                  buffer_path: Path | None = None, *, simulate_field: bool = False,
                  modbus_lines: dict[str, tuple[str, int]] | None = None,
-                 poll_period_s: float = 5.0, buffer_max_points: int = 5_000_000) -> None:
+                 poll_period_s: float = 5.0, buffer_max_points: int = 5_000_000,
+                 stale_check_s: float = 5.0) -> None:
         self._db = db
         self.bus = bus
         self.store = TagStore()
@@ -60,6 +63,8 @@ class Telemetry:
         self._modbus_lines = dict(modbus_lines or {})
         self._poll_period_s = poll_period_s
         self.field: Field | None = None
+        self._stale_task: asyncio.Task[None] | None = None
+        self._stale_check_s = stale_check_s
 
     async def start(self) -> None:
         """Connect the bus and load tag definitions."""
@@ -80,9 +85,26 @@ class Telemetry:
                            line_addresses=dict(self._modbus_lines),
                            poll_period_s=self._poll_period_s)
         await self.field.start()
+        self._stale_task = asyncio.create_task(self._watch_stale(), name="stale-tags")
+
+    async def _watch_stale(self) -> None:
+        while True:
+            await asyncio.sleep(self._stale_check_s)
+            try:
+                stale = self.pipeline.mark_stale()
+            except Exception:  # the watch must outlive a bad tag definition
+                log.exception("stale check failed")
+                continue
+            if stale:
+                log.warning("%d tag(s) went stale, e.g. %s", len(stale), stale[0])
 
     async def stop(self) -> None:
         """Stop the field, then disconnect; idempotent."""
+        if self._stale_task is not None:
+            self._stale_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stale_task
+            self._stale_task = None
         if self.field is not None:
             await self.field.stop()
             self.field = None

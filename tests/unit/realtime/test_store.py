@@ -119,3 +119,22 @@ def test_quality_codes() -> None:
 def test_naive_timestamps_are_refused() -> None:
     with pytest.raises(ValueError):
         TagValue(1.0, Quality.GOOD, dt.datetime(2026, 1, 1), T0)
+
+
+def test_silent_tags_turn_uncertain_through_the_pipeline(store: TagStore, clock: Clock) -> None:
+    from realtime.broadcast import Broadcast
+    from realtime.pipeline import Pipeline, decode_values
+
+    bus = Broadcast()
+    sub, unsub = bus.listen("tags")
+    pipe = Pipeline(store, bus)
+    pipe.on_values({"station/GRP-01/p_out": tv(2800.0)})
+    assert pipe.mark_stale(clock.tick(20)) == []
+    assert pipe.mark_stale(clock.tick(11)) == ["station/GRP-01/p_out"]
+    assert pipe.mark_stale(clock.tick(1)) == []  # already uncertain: said once
+    state = store.get("station/GRP-01/p_out")
+    assert state is not None and state.value.quality is Quality.UNCERTAIN_LAST_USABLE_VALUE
+    assert state.value.value == 2800.0
+    messages = [decode_values(sub.queue.get_nowait()) for _ in range(sub.queue.qsize())]
+    assert messages[-1]["station/GRP-01/p_out"].quality is Quality.UNCERTAIN_LAST_USABLE_VALUE
+    unsub()
