@@ -151,7 +151,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                           buffer_max_points=settings.historian_buffer_max_points,
                           simulate_field=settings.simulate_field,
                           modbus_lines=settings.modbus_line_addresses(),
-                          poll_period_s=settings.poll_period_s)
+                          poll_period_s=settings.poll_period_s,
+                          apply_remote=settings.redis_url is not None)
     cache = (ResponseCache(settings.response_cache_size, settings.response_cache_version_ttl_s)
              if settings.response_cache_size else None)
     services = Services(

@@ -20,7 +20,7 @@ from realtime.historian.base import AbstractHistorian, HistorianUnavailable
 from realtime.historian.buffer import StoreAndForward
 from realtime.historian.writer import HistorianWriter
 from realtime.model import Deadband, DeadbandKind, TagDef
-from realtime.pipeline import Pipeline
+from realtime.pipeline import TAGS_TOPIC, Pipeline, decode_values
 from realtime.store import TagStore
 from server.field import Field, sources_of
 
@@ -46,7 +46,7 @@ class Telemetry:
                  buffer_path: Path | None = None, *, simulate_field: bool = False,
                  modbus_lines: dict[str, tuple[str, int]] | None = None,
                  poll_period_s: float = 5.0, buffer_max_points: int = 5_000_000,
-                 stale_check_s: float = 5.0) -> None:
+                 stale_check_s: float = 5.0, apply_remote: bool = False) -> None:
         self._db = db
         self.bus = bus
         self.store = TagStore()
@@ -64,6 +64,8 @@ class Telemetry:
         self._poll_period_s = poll_period_s
         self.field: Field | None = None
         self._stale_task: asyncio.Task[None] | None = None
+        self._remote_task: asyncio.Task[None] | None = None
+        self._apply_remote = apply_remote
         self._stale_check_s = stale_check_s
 
     async def start(self) -> None:
@@ -86,6 +88,18 @@ class Telemetry:
                            poll_period_s=self._poll_period_s)
         await self.field.start()
         self._stale_task = asyncio.create_task(self._watch_stale(), name="stale-tags")
+        if self._apply_remote:
+            self._remote_task = asyncio.create_task(self._apply_remote_values(),
+                                                    name="remote-tags")
+
+    async def _apply_remote_values(self) -> None:
+        """With a networked bus, other processes poll other devices: keep this store current
+        with what they publish (our own messages come back too; they change nothing)."""
+        async with self.bus.subscribe(TAGS_TOPIC) as sub:
+            async for msg in sub:
+                if msg.get("type") == "tags":
+                    values = {p: v for p, v in decode_values(msg).items() if p in self.store.known}
+                    self.store.update_many(values)
 
     async def _watch_stale(self) -> None:
         while True:
@@ -100,11 +114,12 @@ class Telemetry:
 
     async def stop(self) -> None:
         """Stop the field, then disconnect; idempotent."""
-        if self._stale_task is not None:
-            self._stale_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stale_task
-            self._stale_task = None
+        for task in (self._stale_task, self._remote_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._stale_task = self._remote_task = None
         if self.field is not None:
             await self.field.stop()
             self.field = None

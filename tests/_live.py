@@ -66,10 +66,12 @@ class LiveServer:
         self.thread.join(timeout=15)
 
 
-async def _prepare(settings: Settings) -> None:
+async def _prepare(settings: Settings, create_users: bool) -> None:
     engine = create_engine(settings.database_url)
     try:
         await migrate(engine)
+        if not create_users:
+            return
         async with session_factory(engine).begin() as s:
             for role in Role:
                 await accounts.create_user(s, role.value, PASSWORD, role.value,
@@ -78,13 +80,13 @@ async def _prepare(settings: Settings) -> None:
         await engine.dispose()
 
 
-def start_live_server(var_dir: Path, database_url: str | None = None,
-                      **overrides: Any) -> LiveServer:
+def start_live_server(var_dir: Path, database_url: str | None = None, *,
+                      create_users: bool = True, **overrides: Any) -> LiveServer:
     """Migrate, add one user per role (password `PASSWORD`), serve, and log everyone in."""
     settings = Settings(var_dir=var_dir, database_url=database_url or "", port=free_port(),
                         secret_key="test-secret-key-not-for-production", **overrides)
     # Runs in a fresh loop in a worker thread: the caller may itself be inside a running loop.
-    prep = threading.Thread(target=lambda: asyncio.run(_prepare(settings)))
+    prep = threading.Thread(target=lambda: asyncio.run(_prepare(settings, create_users)))
     prep.start()
     prep.join()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port,
@@ -98,6 +100,8 @@ def start_live_server(var_dir: Path, database_url: str | None = None,
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
     live = LiveServer(settings, server, thread)
+    if not create_users:
+        return live
     for role in Role:
         body = live.gql('mutation($u: String!, $p: String!) { login(username: $u, password: $p)'
                         ' { ... on LoginSuccess { accessToken } } }',
