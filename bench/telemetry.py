@@ -2,8 +2,8 @@
 registers/s polled from a local server.
 
 Run: `.venv/bin/python bench/telemetry.py` (about a minute). (d), downsampling a day of 1 s
-data, is `bench/historian_buckets.py`; (b), WebSocket latency with 100 subscribers, is not
-measured yet.
+data, is `bench/historian_buckets.py`; (b), WebSocket latency with 100 subscribers, is
+`bench/telemetry_latency.py`.
 
 (a) 5,000 tags, every one changing each "second" (values outside the deadband), fed as
 driver batches of 5,000 into `Pipeline.on_values` → tag store → in-process bus → historian

@@ -26,7 +26,7 @@ def _absorb(msg: Any, pending: dict[str, TagValue], wanted: set[str], store: Any
     if msg.get("type") == "resync":  # the bus lost messages: resend the current state
         pending.update({p: s.value for p, s in store.snapshot(wanted).items()})
         return True
-    pending.update({p: v for p, v in decode_values(msg).items() if p in wanted})
+    pending.update(decode_values(msg, wanted))
     return False
 
 

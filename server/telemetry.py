@@ -98,7 +98,7 @@ class Telemetry:
         async with self.bus.subscribe(TAGS_TOPIC) as sub:
             async for msg in sub:
                 if msg.get("type") == "tags":
-                    values = {p: v for p, v in decode_values(msg).items() if p in self.store.known}
+                    values = decode_values(msg, self.store.known)
                     self.store.update_many(values)
 
     async def _watch_stale(self) -> None:
