@@ -151,6 +151,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                           buffer_max_points=settings.historian_buffer_max_points,
                           simulate_field=settings.simulate_field,
                           modbus_lines=settings.modbus_line_addresses(),
+                          opcua_endpoints=dict(settings.opcua_endpoints),
                           poll_period_s=settings.poll_period_s,
                           apply_remote=settings.redis_url is not None)
     cache = (ResponseCache(settings.response_cache_size, settings.response_cache_version_ttl_s)

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     modbus_lines: dict[str, str] = Field(default_factory=dict,
                                          description='Modbus line name -> "host:port"')
     poll_period_s: float = Field(default=5.0, gt=0, description="Modbus poll period")
+    opcua_endpoints: dict[str, str] = Field(
+        default_factory=dict, description='OPC UA endpoint name -> "opc.tcp://host:port/path"')
 
     # Auth
     access_token_ttl_s: int = Field(default=900, ge=30)

@@ -45,6 +45,7 @@ class Telemetry:
     def __init__(self, db: Any, bus: AbstractBus, historian: AbstractHistorian | None = None,
                  buffer_path: Path | None = None, *, simulate_field: bool = False,
                  modbus_lines: dict[str, tuple[str, int]] | None = None,
+                 opcua_endpoints: dict[str, str] | None = None,
                  poll_period_s: float = 5.0, buffer_max_points: int = 5_000_000,
                  stale_check_s: float = 5.0, apply_remote: bool = False) -> None:
         self._db = db
@@ -61,6 +62,7 @@ class Telemetry:
         self.pipeline = Pipeline(self.store, bus, self.writer.sink if self.writer else None)
         self._simulate = simulate_field
         self._modbus_lines = dict(modbus_lines or {})
+        self._opcua_endpoints = dict(opcua_endpoints or {})
         self._poll_period_s = poll_period_s
         self.field: Field | None = None
         self._stale_task: asyncio.Task[None] | None = None
@@ -85,6 +87,7 @@ class Telemetry:
         log.info("telemetry: %d tags defined", len(rows))
         self.field = Field(sources_of(rows), self.pipeline.on_values, simulate=self._simulate,
                            line_addresses=dict(self._modbus_lines),
+                           opcua_endpoints=dict(self._opcua_endpoints),
                            poll_period_s=self._poll_period_s)
         await self.field.start()
         self._stale_task = asyncio.create_task(self._watch_stale(), name="stale-tags")
