@@ -29,6 +29,8 @@ from pathlib import Path
 
 import httpx
 
+from server.field import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = """query { pipes(first: 100) { edges { node { id lengthM innerDiameterM material
   pressureLevel { code } fromNode { id lat lon pressureLevel { code } }
@@ -36,13 +38,6 @@ PAGE = """query { pipes(first: 100) { edges { node { id lengthM innerDiameterM m
 SUMMARY = """query { networkSummary { nodes pipes stations valves skzStations servicePoints
   totalPipeLengthKm byPressureLevel { key pipes lengthKm } byMaterial { key pipes lengthKm } } }"""
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -195,7 +190,7 @@ def main() -> None:
         rows, peaks = [], []
         for cached in (True, False):
             env["GASOPS_RESPONSE_CACHE_SIZE"] = "512" if cached else "0"
-            port = _free_port()
+            port = free_port()
             # The server gets core 0 and wrk core 1 (where there are two), so the load generator
             # does not steal the server's CPU and distort its latency.
             pin = ["taskset", "-c", "0"] if use_wrk and shutil.which("taskset") else []

@@ -39,14 +39,7 @@ from realtime.model import Deadband, DeadbandKind, Quality, TagDef, TagValue
 from realtime.pipeline import Pipeline
 from realtime.simulators.modbus_plant import ModbusPlant, PlantDevice
 from realtime.store import TagStore
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from server.field import free_port
 
 
 async def pipeline_rate(tmp: Path, n_tags: int, total: int) -> tuple[float, float]:
@@ -96,7 +89,7 @@ async def pipeline_rate(tmp: Path, n_tags: int, total: int) -> tuple[float, floa
 
 async def modbus_rate(seconds: float) -> tuple[float, float]:
     """(c): registers/s through the driver, and pymodbus's bare client as the anchor."""
-    port = _free_port()
+    port = free_port()
     plant = ModbusPlant([PlantDevice(u, "corrector-ek270-like") for u in range(1, 11)], port)
     await plant.start()
     cmap = builtin_map("corrector-ek270-like")

@@ -82,11 +82,9 @@ async def subscriber(url: str, token: str, paths: list[str], lat: list[float],
 
 def main() -> None:
     """Start the server, subscribe, measure for 20 s."""
-    import socket
+    from server.field import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     with tempfile.TemporaryDirectory() as var:

@@ -13,18 +13,26 @@ from tests._live import LiveServer, start_live_server
 from tests._services import *  # noqa: F403 - fixtures and hooks of the service plugin
 from tests._services import __all__ as _service_names
 
-__all__ = [*_service_names, "db_engine", "live_server"]
+__all__ = [*_service_names, "db_engine", "live_server", "migrated_engine"]
+
+
+async def migrated_engine(backend: str, request: pytest.FixtureRequest, path: Path,
+                          ) -> AsyncEngine:
+    """A migrated engine on a fresh database: a SQLite file at `path`, or a new PostgreSQL
+    database in the session's cluster (dropped after the test)."""
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{path}"
+    else:
+        url = request.getfixturevalue("make_pg_database")()
+    engine = create_engine(url)
+    await migrate(engine)
+    return engine
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def db_engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     """An engine on a fresh database migrated to head: once on SQLite, once on PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'registry.sqlite3'}"
-    else:
-        url = request.getfixturevalue("make_pg_database")()
-    engine = create_engine(url)
-    await migrate(engine)
+    engine = await migrated_engine(request.param, request, tmp_path / "registry.sqlite3")
     try:
         yield engine
     finally:

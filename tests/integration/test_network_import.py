@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from erp.adapters import orm
-from erp.adapters.db import create_engine, migrate, session_factory
+from erp.adapters.db import session_factory
 from erp.errors import ValidationFailed
 from erp.exchange import (
     export_feature_collection,
@@ -26,6 +26,7 @@ from erp.exchange import (
     import_gaslib_file,
 )
 from erp.services.audit import Actor
+from tests.conftest import migrated_engine
 from tests.unit.erp.test_gaslib import EXPECTED, LINK_KIND, xml_total_pipe_length_m
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -44,12 +45,8 @@ ALL_TABLES = (*REGISTRY_TABLES, "pressure_levels", "audit_records", "audit_head"
 async def second_engine(db_engine: AsyncEngine, request: pytest.FixtureRequest,
                         tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     """A second empty database on the same backend as `db_engine`, migrated (round trips)."""
-    if db_engine.dialect.name == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'second.sqlite3'}"
-    else:
-        url = request.getfixturevalue("make_pg_database")()
-    engine = create_engine(url)
-    await migrate(engine)
+    backend = "sqlite" if db_engine.dialect.name == "sqlite" else "postgresql"
+    engine = await migrated_engine(backend, request, tmp_path / "second.sqlite3")
     try:
         yield engine
     finally:
