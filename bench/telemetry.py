@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import os
 import platform
 import tempfile
@@ -34,6 +35,7 @@ from realtime.drivers.modbus import ModbusDriver
 from realtime.historian.base import Point
 from realtime.historian.buffer import StoreAndForward
 from realtime.historian.duckdb import DuckDBHistorian
+from realtime.historian.process import HistorianProcess
 from realtime.historian.writer import HistorianWriter
 from realtime.model import Deadband, DeadbandKind, Quality, TagDef, TagValue
 from realtime.pipeline import Pipeline
@@ -42,11 +44,14 @@ from realtime.store import TagStore
 from server.field import free_port
 
 
-async def pipeline_rate(tmp: Path, n_tags: int, total: int) -> tuple[float, float]:
-    """(a): points/s through the pipeline, and the storage-only anchor."""
+async def pipeline_rate(tmp: Path, n_tags: int, total: int,
+                        in_child: bool = True) -> tuple[float, float]:
+    """(a): points/s through the pipeline, and the storage-only anchor. `in_child`: DuckDB in
+    its own process (`HistorianProcess`, the server's default) or on a thread of this one."""
     tags = [f"station/S{k:05d}/p" for k in range(n_tags)]
     store = TagStore([TagDef(t, deadband=Deadband(DeadbandKind.absolute, 0.5)) for t in tags])
-    historian = DuckDBHistorian(tmp / "a.duckdb")
+    historian = (HistorianProcess(functools.partial(DuckDBHistorian, tmp / "a.duckdb"))
+                 if in_child else DuckDBHistorian(tmp / "a.duckdb"))
     await historian.start()
     buffer = StoreAndForward(historian, tmp / "a-buffer.sqlite3")
     await buffer.start()
@@ -70,10 +75,11 @@ async def pipeline_rate(tmp: Path, n_tags: int, total: int) -> tuple[float, floa
     await writer.close()
     await buffer.wait_drained()
     elapsed = time.perf_counter() - start
-    stored = historian._count() if hasattr(historian, "_count") else None  # noqa: SLF001
     await buffer.close()
+    stored = sum(s.count[0] for s in (await historian.buckets(
+        tags, t0, t0 + dt.timedelta(days=1), 86_400, ["count"])).values() if s.count)
     await historian.close()
-    assert writer.written == fed and writer.dropped == 0, (writer.written, fed, stored)
+    assert writer.written == fed == stored and writer.dropped == 0, (writer.written, fed, stored)
     # anchor: the storage alone
     anchor = DuckDBHistorian(tmp / "anchor.duckdb")
     await anchor.start()
@@ -134,10 +140,12 @@ async def main() -> None:
     ap.add_argument("--points", type=int, default=1_000_000)
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="gasops-bench-") as tmp:
-        rate, anchor = await pipeline_rate(Path(tmp), args.tags, args.points)
-    print(f"(a) pipeline into DuckDB: {rate:,.0f} points/s ({args.points:,} points, "
-          f"{args.tags} tags); anchor DuckDB write alone: {anchor:,.0f} points/s")
+    for in_child in (True, False):
+        with tempfile.TemporaryDirectory(prefix="gasops-bench-") as tmp:
+            rate, anchor = await pipeline_rate(Path(tmp), args.tags, args.points, in_child)
+        where = "in a child process (default)" if in_child else "on a thread of this process"
+        print(f"(a) pipeline into DuckDB {where}: {rate:,.0f} points/s ({args.points:,} points,"
+              f" {args.tags} tags); anchor DuckDB write alone: {anchor:,.0f} points/s")
     drv, bare = await asyncio.wait_for(modbus_rate(args.seconds), args.seconds * 3 + 30)
     print(f"(c) Modbus polling through the driver: {drv:,.0f} registers/s; "
           f"anchor pymodbus client alone: {bare:,.0f} registers/s")

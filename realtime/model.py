@@ -109,6 +109,12 @@ class Deadband:
 
     def exceeded(self, old: Value, new: Value, span: float | None) -> bool:
         """Whether moving from `old` to `new` is a reportable change."""
+        if type(old) is float and type(new) is float:  # the common case, first and fast
+            if self.kind is DeadbandKind.none:
+                return old != new
+            limit = self.value if self.kind is DeadbandKind.absolute else (
+                self.value / 100.0 * (span or 0.0))
+            return abs(new - old) > limit
         if old is None or new is None or not isinstance(old, int | float) or not isinstance(
                 new, int | float) or isinstance(old, bool) or isinstance(new, bool):
             return old != new

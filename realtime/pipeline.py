@@ -24,16 +24,12 @@ TAGS_TOPIC = "tags"
 
 def encode_changes(changes: Sequence[Change]) -> dict[str, Any]:
     """The bus message of a batch: `[path, value, quality, source_ts, server_ts]` rows."""
-    iso: dict[dt.datetime, str] = {}  # a batch shares a few timestamps: format each once
-
-    def fmt(ts: dt.datetime) -> str:
-        s = iso.get(ts)
-        if s is None:
-            s = iso[ts] = ts.isoformat()
-        return s
-
+    # a batch shares a few timestamps: format each once
+    stamps = {c.new.source_ts for c in changes}
+    stamps.update(c.new.server_ts for c in changes)
+    iso = {ts: ts.isoformat() for ts in stamps}
     return {"type": "tags", "values": [
-        [c.path, c.new.value, int(c.new.quality), fmt(c.new.source_ts), fmt(c.new.server_ts)]
+        [c.path, c.new.value, int(c.new.quality), iso[c.new.source_ts], iso[c.new.server_ts]]
         for c in changes]}
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from realtime.model import Quality, TagDef, TagPath, TagValue
 
@@ -27,9 +27,9 @@ class UnknownTag(KeyError):
     """A value arrived for a path that has no definition."""
 
 
-@dataclass(frozen=True, slots=True)
-class TagState:
-    """What the store knows of one tag."""
+class TagState(NamedTuple):
+    """What the store knows of one tag. (NamedTuples, not frozen dataclasses, for this and
+    `Change`: one of each is built per value on the hot path, and a tuple builds ~4x faster.)"""
 
     value: TagValue
     last_changed: dt.datetime
@@ -37,8 +37,7 @@ class TagState:
     last_reported: dt.datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     """A tag moved from `old` (None at first) to `new`."""
 
     path: TagPath

@@ -137,6 +137,12 @@ def _historian(settings: Settings) -> AbstractHistorian:
     from realtime.historian.duckdb import DuckDBHistorian
 
     settings.var_dir.mkdir(parents=True, exist_ok=True)
+    if settings.historian_process:
+        import functools
+
+        from realtime.historian.process import HistorianProcess
+
+        return HistorianProcess(functools.partial(DuckDBHistorian, settings.historian_url))
     return DuckDBHistorian(settings.historian_url)
 
 

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     historian_url: str = Field(default="", description="DuckDB file path or QuestDB HTTP URL")
     historian_pg_url: str | None = Field(default=None,
                                          description="QuestDB PostgreSQL-wire DSN for queries")
+    historian_process: bool = Field(
+        default=True, description="Run the DuckDB historian in a child process (its writes "
+        "then use another core instead of competing with telemetry for the GIL)")
     historian_buffer_max_points: int = Field(default=5_000_000, ge=1000,
                                              description="Store-and-forward buffer bound")
     host: str = "127.0.0.1"

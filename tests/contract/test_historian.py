@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import os
 import random
 import threading
@@ -36,6 +37,7 @@ from realtime.historian.base import (
     Point,
 )
 from realtime.historian.duckdb import DuckDBHistorian
+from realtime.historian.process import HistorianProcess
 from realtime.historian.questdb import QuestDBHistorian
 from realtime.model import Quality
 from tests.integration._questdb_receiver import QuestDBReceiver
@@ -43,7 +45,8 @@ from tests.integration._questdb_receiver import QuestDBReceiver
 QUESTDB_SKIP = "optional service not configured: QUESTDB_URL (a real QuestDB's HTTP endpoint)"
 T0 = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
 # the worker threads of the adapters and the buffer (thread_name_prefix)
-HISTORIAN_THREADS = ("gasops-duckdb-historian", "gasops-questdb-historian", "gasops-store-and-forward")
+HISTORIAN_THREADS = ("gasops-duckdb-historian", "gasops-questdb-historian", "gasops-store-and-forward",
+                     "gasops-historian-process")
 TZ_PLUS3 = dt.timezone(dt.timedelta(hours=3))
 
 Row = tuple[str, dt.datetime, float | None, int]
@@ -106,6 +109,16 @@ async def _duckdb(tmp_path: Path) -> AsyncIterator[Backend]:
         await historian.close()
 
 
+async def _duckdb_process(tmp_path: Path) -> AsyncIterator[Backend]:
+    """DuckDB in a child process (`HistorianProcess`), as the server runs it by default."""
+    historian = HistorianProcess(functools.partial(DuckDBHistorian, tmp_path / "history.duckdb"))
+    await historian.start()
+    try:
+        yield Backend(historian, _nothing, lambda tags: _rows_via_raw(historian, tags))
+    finally:
+        await historian.close()
+
+
 async def _questdb_real() -> AsyncIterator[Backend]:
     endpoints = _questdb_endpoints()
     if endpoints is None:
@@ -150,21 +163,24 @@ def _as_float(value: object) -> float | None:
     return value
 
 
-@pytest.fixture(params=["duckdb", "questdb"])
+@pytest.fixture(params=["duckdb", "duckdb-process", "questdb"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path,
                   no_thread_leak: None) -> AsyncIterator[Backend]:
-    """A historian that answers queries: DuckDB, and a real QuestDB when configured."""
-    factory = _duckdb(tmp_path) if request.param == "duckdb" else _questdb_real()
-    async for b in factory:
+    """A historian that answers queries: DuckDB (in this process and in a child), and a real
+    QuestDB when configured."""
+    factories = {"duckdb": lambda: _duckdb(tmp_path),
+                 "duckdb-process": lambda: _duckdb_process(tmp_path), "questdb": _questdb_real}
+    async for b in factories[request.param]():
         yield b
 
 
-@pytest.fixture(params=["duckdb", "questdb-loopback", "questdb"])
+@pytest.fixture(params=["duckdb", "duckdb-process", "questdb-loopback", "questdb"])
 async def writer(request: pytest.FixtureRequest, tmp_path: Path,
                  no_thread_leak: None) -> AsyncIterator[Backend]:
     """A historian whose stored rows can be read back: also QuestDB's loopback receiver."""
-    factories = {"duckdb": lambda: _duckdb(tmp_path), "questdb-loopback": _questdb_loopback,
-                 "questdb": _questdb_real}
+    factories = {"duckdb": lambda: _duckdb(tmp_path),
+                 "duckdb-process": lambda: _duckdb_process(tmp_path),
+                 "questdb-loopback": _questdb_loopback, "questdb": _questdb_real}
     async for b in factories[request.param]():
         yield b
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
+import os
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -30,13 +33,15 @@ from realtime.historian.base import (
 )
 from realtime.historian.buffer import StoreAndForward
 from realtime.historian.duckdb import DuckDBHistorian
+from realtime.historian.process import HistorianProcess
 from realtime.historian.questdb import QuestDBHistorian
 from realtime.model import TagPath
 from tests.integration._questdb_receiver import QuestDBReceiver
 
 T0 = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
 # the worker threads of the adapters and the buffer (thread_name_prefix)
-HISTORIAN_THREADS = ("gasops-duckdb-historian", "gasops-questdb-historian", "gasops-store-and-forward")
+HISTORIAN_THREADS = ("gasops-duckdb-historian", "gasops-questdb-historian", "gasops-store-and-forward",
+                     "gasops-historian-process")
 TAGS = [f"station/GRP-{i:03d}/p_out" for i in range(100)]
 RATE = 2_000  # points per simulated second
 TICK_S = 0.1  # one batch per tick: 200 points
@@ -399,3 +404,77 @@ async def test_write_before_start_is_refused(duck: Switchable, tmp_path: Path) -
         await saf.write([Point("a", T0, 1.0)])
     with pytest.raises(ValueError):
         StoreAndForward(duck, tmp_path / "b.sqlite3", max_points=0)
+
+
+# --------------------------------------------------------------------------- historian process
+
+
+async def test_the_historian_process_killed_mid_stream_loses_and_duplicates_nothing(
+        tmp_path: Path) -> None:
+    """The DuckDB child is SIGKILLed twice under 2,000 points/s (once possibly mid-transaction):
+    the buffer keeps the points, a new child opens the same file, stored == sent exactly."""
+    process = HistorianProcess(functools.partial(DuckDBHistorian, tmp_path / "history.duckdb"))
+    clock = ScaledClock()
+    producer = Producer(clock)
+    saf = _saf(process, tmp_path / "buffer.sqlite3", clock)
+    await process.start()
+    await saf.start()
+    try:
+        for _ in range(2):
+            await producer.run(saf, 3)
+            pid = process.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            await producer.run(saf, 5)
+        await _drained(saf)
+        assert saf.available and saf.dropped_points == 0
+        assert process.restarts >= 2 and process.pid not in (None, pid)
+        stored = await _stored_duckdb(process)
+    finally:
+        await saf.close()
+        await process.close()
+    assert len(stored) == len(producer.sent) == 32_000
+    assert set(stored) == set(producer.keys())
+
+
+async def test_a_call_given_up_on_kills_the_child_and_the_next_call_gets_a_new_one(
+        tmp_path: Path) -> None:
+    """A timed-out call must not leave its late answer in the pipe for the next call."""
+    process = HistorianProcess(functools.partial(DuckDBHistorian, tmp_path / "history.duckdb"))
+    await process.start()
+    try:
+        await process.write([Point("a", T0, 1.0)])
+        first = process.pid
+        big = [Point(f"t{i % 500}", T0 + dt.timedelta(seconds=1 + i // 500), float(i))
+               for i in range(300_000)]
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.001):
+                await process.write(big)
+        assert process.pid is None  # killed, not left working
+        assert [p.value for p in await process.raw("a", T0, T0 + dt.timedelta(seconds=1))] == [1.0]
+        assert process.pid not in (None, first) and process.restarts == 1
+    finally:
+        await process.close()
+    assert process.pid is None
+
+
+async def test_errors_in_the_child_come_back_as_themselves(tmp_path: Path) -> None:
+    process = HistorianProcess(functools.partial(DuckDBHistorian, tmp_path / "history.duckdb"))
+    await process.start()
+    try:
+        with pytest.raises(ValueError, match="bucket_s"):
+            await process.buckets(["a"], T0, T0 + dt.timedelta(hours=1), 7)
+        assert process.restarts == 0 and process.pid is not None  # the child lives on
+    finally:
+        await process.close()
+    with pytest.raises(HistorianUnavailable, match="not started"):
+        await process.latest(["a"])
+
+
+async def test_a_backend_that_cannot_start_fails_the_start(tmp_path: Path) -> None:
+    (tmp_path / "dir.duckdb").mkdir()  # a directory where the file should be
+    process = HistorianProcess(functools.partial(DuckDBHistorian, tmp_path / "dir.duckdb"))
+    with pytest.raises(HistorianUnavailable):
+        await process.start()
+    assert process.pid is None
+    await process.close()
