@@ -366,9 +366,11 @@ class OpcUaDriver(Driver):
 
     def subscribe(self, paths: Sequence[TagPath], listener: Listener) -> Unsubscribe:
         """Deliver changes of `paths` to `listener` (last known values first); returns unsubscribe."""
+        if self._closed:
+            raise DriverError(f"OPC UA {self._endpoint}: the driver is closed")
         unknown = sorted(set(paths) - self._refs.keys())
         if unknown:
-            raise KeyError(f"no OPC UA point for {unknown}")
+            raise DriverError(f"no OPC UA point for {unknown}")
         entry = _Entry(frozenset(paths), listener)
         self._entries.append(entry)
         self._request_sync()

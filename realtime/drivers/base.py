@@ -64,7 +64,11 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     def subscribe(self, paths: Sequence[TagPath], listener: Listener) -> Unsubscribe:
-        """Deliver changes of `paths` to `listener` (by push or polling); returns unsubscribe."""
+        """Deliver changes of `paths` to `listener` (by push or polling); returns unsubscribe.
+
+        A path the driver has no address for, or a closed driver, raises `DriverError` at once
+        (a configuration mistake, not a field failure).
+        """
 
     @abc.abstractmethod
     async def close(self) -> None:

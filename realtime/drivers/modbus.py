@@ -198,8 +198,12 @@ class ModbusDriver(Driver):
             self._supervisor = self._spawn(self._supervise(), f"modbus {self._line.label} supervisor")
 
     async def read(self, paths: Sequence[TagPath]) -> dict[TagPath, TagValue]:
-        """Read `paths` now, in the fewest requests; failed points come back Bad."""
-        resolved = self._resolve(paths)
+        """Read `paths` now, in the fewest requests; failed points come back Bad (a path this
+        line does not know: `BAD_CONFIG_ERROR`, the others are read all the same)."""
+        stamp = self._clock()
+        unknown = {p: TagValue(None, Quality.BAD_CONFIG_ERROR, stamp, stamp)
+                   for p in paths if p not in self._refs}
+        resolved = self._resolve([p for p in paths if p in self._refs])
         result: dict[TagPath, TagValue] = {}
         by_device: dict[str, dict[str, Point]] = {}
         for dev, point in resolved.values():
@@ -221,7 +225,7 @@ class ModbusDriver(Driver):
                         values[name, point.name] = self._value(point, request, data, stamp)
         for path, (dev, point) in resolved.items():
             result[path] = values[dev.config.name, point.name]
-        return result
+        return {p: result[p] if p in result else unknown[p] for p in paths}
 
     async def write(self, path: TagPath, value: Value) -> None:
         """Encode `value` (engineering units) and write it (function 5, 6 or 16).
