@@ -96,8 +96,11 @@ class GasopsGraphQL(GraphQL[Context, None]):
 
     @cached_property
     def graphql_ide_html(self) -> str:  # type: ignore[override]
-        """Strawberry's GraphiQL page with its assets served by us instead of a CDN."""
-        return self.vendor.localize(super().graphql_ide_html)
+        """Strawberry's GraphiQL page with its assets served by us instead of a CDN, and
+        without keeping the Headers editor (a bearer token) in the browser's localStorage: a
+        control-room workstation is shared."""
+        html = self.vendor.localize(super().graphql_ide_html)
+        return html.replace("shouldPersistHeaders: true", "shouldPersistHeaders: false")
 
     async def render_graphql_ide(self, request: Request) -> Response:
         if not self.vendor.installed:

@@ -31,6 +31,7 @@ def test_graphiql_and_landing_load_nothing_from_outside(live_server: LiveServer)
 
     page = httpx.get(live_server.graphql_url, headers={"accept": "text/html"})
     assert page.status_code == 200 and "graphiql" in page.text.lower()
+    assert "shouldPersistHeaders: false" in page.text  # no token left in localStorage
     landing = httpx.get(live_server.url + "/").text
     for html in (page.text, landing):
         external = re.findall(r"""(?:src|href)=["'](https?://[^"']+)""", html)
