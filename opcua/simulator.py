@@ -190,7 +190,8 @@ class StationSimulator:
     def __init__(self, stations: Sequence[str], *, port: int, host: str = "127.0.0.1",
                  period_s: float = 1.0, seed: int = 0, cert_dir: Path | None = None,
                  users: Mapping[str, str] | None = None, utc_offset_h: float = 3.0,
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+                 setpoints_pa: Mapping[str, float] | None = None) -> None:
         if not stations:
             raise ValueError("a simulator needs at least one station")
         if period_s <= 0:
@@ -203,6 +204,7 @@ class StationSimulator:
         self._utc_offset_h = utc_offset_h
         self._clock = clock
         self._rng = random.Random(seed)
+        self._setpoints = dict(setpoints_pa or {})  # outlet set-points from the registry
         self._stations = [self._draw_station(s) for s in stations]
         self._points = station_points(stations)
         self._relay = _Relay(host, port)
@@ -401,9 +403,13 @@ class StationSimulator:
 
     def _draw_station(self, station: str) -> _Station:
         rng = self._rng
-        return _Station(id=station, q_nom=round(rng.uniform(300.0, 1500.0), 1),
-                        p_in_nom=round(rng.uniform(280_000.0, 320_000.0), -2),
-                        p_out_sp=round(rng.uniform(2_000.0, 3_000.0), -1),
+        q_nom = round(rng.uniform(300.0, 1500.0), 1)
+        p_in_nom = round(rng.uniform(280_000.0, 320_000.0), -2)
+        p_out_sp = round(rng.uniform(2_000.0, 3_000.0), -1)
+        if station in self._setpoints:
+            p_out_sp = self._setpoints[station]
+            p_in_nom = max(p_in_nom, round(1.5 * p_out_sp, -2))  # a GRS reduces high pressure
+        return _Station(id=station, q_nom=q_nom, p_in_nom=p_in_nom, p_out_sp=p_out_sp,
                         t_ground=round(rng.uniform(4.0, 10.0), 1))
 
     def _sample(self, station: _Station, now: dt.datetime) -> dict[TagPath, Value]:
@@ -416,7 +422,10 @@ class StationSimulator:
         rel = flow / station.q_nom
         p_in = station.p_in_nom * (1.0 - 0.08 * rel * rel) + rng.gauss(0.0, 400.0)
         # the regulator droops a little with flow; a nearly shut valve starves the outlet
-        p_out = (station.p_out_sp - 250.0 * rel) * min(1.0, opening * 5.0) + rng.gauss(0.0, 8.0)
+        # (4 % of the set-point at nominal flow, noise 0.3 %: a healthy regulator stays inside
+        # the ±10 % alarm band, as in the field)
+        p_out = (station.p_out_sp * (1.0 - 0.04 * rel)) * min(1.0, opening * 5.0) + rng.gauss(
+            0.0, 0.003 * station.p_out_sp)
         local_hour = (now.astimezone(dt.UTC).hour + self._utc_offset_h) % 24
         t_gas = (station.t_ground - 1.5 * min(rel, 1.0)  # Joule-Thomson cooling across the regulator
                  + 0.6 * math.sin(2 * math.pi * (local_hour - 9) / 24) + rng.gauss(0.0, 0.05))

@@ -10,6 +10,7 @@ from strawberry.dataloader import DataLoader
 
 from erp import views
 from erp.domain.access import Principal
+from realtime.alarms.engine import AlarmEngine
 from realtime.bus import AbstractBus
 from realtime.historian.base import AbstractHistorian
 from realtime.store import TagStore
@@ -33,6 +34,7 @@ class Services:
     response_cache: ResponseCache | None = None
     tags: TagStore | None = None  # None when telemetry is not running in this process
     historian: AbstractHistorian | None = None
+    alarms: AlarmEngine | None = None  # None when the alarm engine does not run in this process
 
 
 MISSING: Any = object()

@@ -17,6 +17,7 @@ from strawberry.types import Info
 
 from erp import errors as erp_errors
 from erp.services import accounts, registry
+from schema.alarms import ALARM_MUTATIONS
 from schema.context import Context
 from schema.errors import AuthError, Forbidden, NotFound, ValidationError, from_erp_error
 from schema.permissions import actor_of, refusal
@@ -256,4 +257,5 @@ Mutation = create_type("Mutation", [
     strawberry.mutation(resolver=create_api_token,
                         description="A long-lived API token for an integrator."),
     *ASSET_MUTATIONS,
+    *ALARM_MUTATIONS,
 ])

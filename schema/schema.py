@@ -20,8 +20,10 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from schema.alarms import AlarmQuery, AlarmSubscription
 from schema.cache import ResponseCache, response_cache_extension
 from schema.errors import ForbiddenError
 from schema.limits import cost_limit_rule
@@ -83,7 +85,8 @@ def build_schema(limits: Limits | None = None,
     if not limits.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     return GasopsSchema(
-        query=Query, mutation=Mutation, subscription=Subscription,
+        query=merge_types("Query", (Query, AlarmQuery)), mutation=Mutation,
+        subscription=merge_types("Subscription", (Subscription, AlarmSubscription)),
         extensions=[
             # Factories, so each request gets fresh extension instances.
             partial(MaxTokensLimiter, max_token_count=limits.max_tokens),

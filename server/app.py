@@ -31,6 +31,7 @@ from realtime.redis_bus import RedisBus
 from schema.cache import ResponseCache
 from schema.context import Context, Services
 from schema.schema import Limits, build_schema
+from server.alarms import Alarms
 from server.push import PushEndpoint
 from server.settings import HistorianKind, Settings
 from server.telemetry import Telemetry
@@ -163,10 +164,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
                           opcua_endpoints=dict(settings.opcua_endpoints),
                           poll_period_s=settings.poll_period_s,
                           apply_remote=settings.redis_url is not None)
+    alarms = Alarms(db, bus, telemetry.store)
     cache = (ResponseCache(settings.response_cache_size, settings.response_cache_version_ttl_s)
              if settings.response_cache_size else None)
     services = Services(
-        db=db, bus=bus, tags=telemetry.store, historian=historian,
+        db=db, bus=bus, tags=telemetry.store, historian=historian, alarms=alarms.engine,
         signing_key=settings.signing_key(),
         access_token_ttl_s=settings.access_token_ttl_s, max_page_size=settings.max_page_size,
         response_cache=cache)
@@ -214,11 +216,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # it out of the collector's way, so full collections stay short under load.
         app.state.loop = asyncio.get_running_loop()
         await telemetry.start()
+        await alarms.start()
         gc.collect()
         gc.freeze()
         try:
             yield
         finally:
+            await alarms.stop()
             await telemetry.stop()
             await engine.dispose()
 
@@ -236,4 +240,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.services = services
     app.state.engine = engine
     app.state.telemetry = telemetry
+    app.state.alarms = alarms
     return app

@@ -54,13 +54,17 @@ async def assign_demo_sources(session: AsyncSession) -> int:
         orm.Meter.kind == "industrial_corrector"))).scalars())
     rows = (await session.execute(select(orm.TagDefinition).where(
         orm.TagDefinition.source.is_(None)).order_by(orm.TagDefinition.path))).scalars().all()
+    setpoints = {sid: sp for sid, sp in (await session.execute(select(
+        orm.Station.id, orm.Station.outlet_setpoint_pa_gauge))).all()}
     units: dict[str, dict[str, int]] = {line: {} for line in DEMO_LINES}
     n = 0
     for row in rows:
         if row.asset_kind == "station":
+            source = {"driver": "opcua", "endpoint": "stations", "address": row.path}
+            if row.name == "p_out":  # the simulator regulates to the registry's set-point
+                source["sim_setpoint_pa"] = setpoints.get(row.asset_id)
             await session.execute(update(orm.TagDefinition).where(
-                orm.TagDefinition.path == row.path).values(source={
-                    "driver": "opcua", "endpoint": "stations", "address": row.path}))
+                orm.TagDefinition.path == row.path).values(source=source))
             n += 1
             continue
         line = ("correctors" if row.asset_kind == "meter" and row.asset_id in correctors
@@ -120,7 +124,11 @@ class Field:
         for name, points in endpoints.items():
             if self.simulate:
                 stations = sorted({p.split("/")[1] for p in points})
-                sim = StationSimulator(stations, port=free_port(), period_s=1.0)
+                setpoints = {p.split("/")[1]: float(src["sim_setpoint_pa"])
+                             for p, src in self.sources.items()
+                             if src.get("sim_setpoint_pa") is not None}
+                sim = StationSimulator(stations, port=free_port(), period_s=1.0,
+                                       setpoints_pa=setpoints)
                 await sim.start()
                 self.simulators.append(sim)
                 self.opcua_endpoints[name] = sim.endpoint

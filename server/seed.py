@@ -13,6 +13,7 @@ from erp.adapters import orm
 from erp.demo_town import generate_demo_town
 from erp.domain.access import Role
 from erp.services import accounts, audit, registry, tags
+from erp.services import alarms as alarm_service
 from server.field import assign_demo_sources
 
 __all__ = ["SeedResult", "read_credentials", "seed_demo", "write_credentials"]
@@ -51,6 +52,7 @@ async def seed_demo(session: AsyncSession, var_dir: Path, seed: int = 42) -> See
                                          operation="demo.seed")
     tag_count = await tags.ensure_tags(session)
     await assign_demo_sources(session)
+    await alarm_service.ensure_alarm_definitions(session)
     district_ids = sorted({r.id for r in town.records if r.kind == "area"})
     creds: dict[str, str] = {}
 

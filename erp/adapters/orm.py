@@ -9,10 +9,12 @@ so they survive export/import round trips.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Date,
@@ -24,12 +26,15 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
+    "AlarmDefinitionRow",
+    "AlarmEventRow",
     "ApiToken",
     "Area",
     "AuditHead",
@@ -38,6 +43,7 @@ __all__ = [
     "Crew",
     "DeviceToken",
     "Equipment",
+    "JSONValue",
     "Meter",
     "MeterReading",
     "NetworkLink",
@@ -443,3 +449,100 @@ class RegistryVersion(Base):
 
 
 Index("ix_service_points_area_category", ServicePoint.area_id, ServicePoint.category)
+
+
+# --- alarms ---------------------------------------------------------------------------------
+
+
+class JSONValue(TypeDecorator[Any]):
+    """A JSON value (number, bool, string) or SQL NULL for None, that keeps its type.
+
+    JSON on PostgreSQL. TEXT holding the JSON on SQLite: there a column declared JSON has
+    NUMERIC affinity, which stores the text ``1.0`` as the integer 1 (a float came back an int).
+    """
+
+    impl = JSON(none_as_null=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Text())
+        return dialect.type_descriptor(JSON(none_as_null=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite" and value is not None:
+            return json.dumps(value)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite" and value is not None:
+            return json.loads(value)
+        return value
+
+
+class AlarmDefinitionRow(Timestamped, Base):
+    """One alarm definition of the realtime alarm engine (its `AlarmDefinition`, as a row).
+
+    `id` is stable (`station/GRP-12/p_out:hi`). Limits are in the tag's engineering unit;
+    `limit_value` is the engine's `limit` (a reserved word in SQL). `source` is `default` for
+    rows generated from the default rules and `user` once a person edited the row:
+    regeneration never overwrites a `user` row.
+    """
+
+    __tablename__ = "alarm_definitions"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer)  # 1 low, 2 medium, 3 high, 4 critical
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    asset_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    limit_value: Mapped[float | None] = mapped_column(Float)
+    limit_tag: Mapped[str | None] = mapped_column(String(200))
+    low: Mapped[float | None] = mapped_column(Float)
+    high: Mapped[float | None] = mapped_column(Float)
+    states: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    ref_tag: Mapped[str | None] = mapped_column(String(200))
+    stale_after_s: Mapped[float | None] = mapped_column(Float)
+    deadband: Mapped[float] = mapped_column(Float, default=0.0)
+    on_delay_s: Mapped[float] = mapped_column(Float, default=0.0)
+    off_delay_s: Mapped[float] = mapped_column(Float, default=0.0)
+    latching: Mapped[bool] = mapped_column(Boolean, default=False)
+    message: Mapped[str] = mapped_column(String(300), default="")
+    consequence: Mapped[str] = mapped_column(Text, default="")
+    guidance: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    source: Mapped[str] = mapped_column(String(16), default="default")
+
+
+class AlarmEventRow(Base):
+    """One entry of the alarm journal (the engine's `AlarmEvent`); append-only.
+
+    `seq` orders the journal and never repeats (SQLite AUTOINCREMENT, PostgreSQL BIGSERIAL).
+    `actor` is the engine's `user` (a reserved word in PostgreSQL). `area_id` has no foreign
+    key: flood events name an area too, and the journal must outlive registry changes.
+    """
+
+    __tablename__ = "alarm_events"
+    __table_args__ = (
+        Index("ix_alarm_events_alarm_id_seq", "alarm_id", "seq"),
+        Index("ix_alarm_events_area_id_ts", "area_id", "ts"),
+        {"sqlite_autoincrement": True},
+    )
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=True)
+    alarm_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(24))
+    ts: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    mode: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean)
+    priority: Mapped[int] = mapped_column(Integer)
+    tag: Mapped[str] = mapped_column(String(200), default="")
+    area_id: Mapped[str | None] = mapped_column(String(64))
+    value: Mapped[Any] = mapped_column(JSONValue, nullable=True)
+    actor: Mapped[str | None] = mapped_column(String(64))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    message: Mapped[str] = mapped_column(String(300), default="")
+    first_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    shelved_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    activated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

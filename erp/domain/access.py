@@ -51,6 +51,10 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "crews.read": frozenset({Role.admin, Role.dispatcher, Role.foreman, Role.engineer}),
     # Telemetry: tags, latest values, history and live updates.
     "telemetry.read": _STAFF | {Role.integrator},
+    # Alarms: the active list, the journal, performance figures, the live feed.
+    "alarms.read": _STAFF | {Role.integrator},
+    # Acknowledge, shelve, unshelve and comment alarms (of one's own areas).
+    "alarms.act": frozenset({Role.admin, Role.dispatcher, Role.operator}),
     # Live registry change feed.
     "registry.subscribe": _STAFF | {Role.integrator},
     # Anyone signed in: who am I.

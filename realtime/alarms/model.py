@@ -25,6 +25,7 @@ from typing import Any
 from realtime.model import TagPath, Value
 
 __all__ = [
+    "ALARMS_TOPIC",
     "AlarmDefinition",
     "AlarmEvent",
     "AlarmKind",
@@ -33,7 +34,11 @@ __all__ = [
     "AlarmStatus",
     "EventKind",
     "Priority",
+    "definition_from_record",
 ]
+
+
+ALARMS_TOPIC = "alarms"  # the bus topic of alarm events (`AlarmEvent.to_message`)
 
 
 class Priority(IntEnum):
@@ -195,6 +200,36 @@ class AlarmEvent:
                    m.get("user"), m.get("comment", ""), m.get("message", ""),
                    bool(m.get("first_out", False)),
                    _ts(m.get("shelved_until")), _ts(m.get("activated_at")), int(m.get("seq", 0)))
+
+
+    def to_record(self) -> dict[str, Any]:
+        """The journal row of this event (column names of the database's alarm_events)."""
+        return {"alarm_id": self.alarm_id, "kind": self.kind.value, "ts": self.ts,
+                "status": self.status.value, "mode": self.mode.value, "active": self.active,
+                "priority": int(self.priority), "tag": self.tag, "area_id": self.area_id,
+                "value": self.value, "actor": self.user, "comment": self.comment,
+                "message": self.message, "first_out": self.first_out,
+                "shelved_until": self.shelved_until, "activated_at": self.activated_at}
+
+    @classmethod
+    def from_record(cls, row: Any) -> AlarmEvent:
+        """The event of a journal row (an object with the `to_record` names as attributes)."""
+        return cls(row.alarm_id, EventKind(row.kind), row.ts, AlarmStatus(row.status),
+                   AlarmMode(row.mode), bool(row.active), Priority(row.priority), row.tag or "",
+                   row.area_id, row.value, row.actor, row.comment or "", row.message or "",
+                   bool(row.first_out), row.shelved_until, row.activated_at, int(row.seq or 0))
+
+
+def definition_from_record(row: Any) -> AlarmDefinition:
+    """The definition of a database row (`limit_value` is the engine's `limit`)."""
+    return AlarmDefinition(
+        id=row.id, tag=row.tag, kind=AlarmKind(row.kind), priority=Priority(row.priority),
+        area_id=row.area_id, asset_id=row.asset_id, limit=row.limit_value,
+        limit_tag=row.limit_tag, low=row.low, high=row.high,
+        states=frozenset(row.states or ()), ref_tag=row.ref_tag, stale_after_s=row.stale_after_s,
+        deadband=row.deadband or 0.0, on_delay_s=row.on_delay_s or 0.0,
+        off_delay_s=row.off_delay_s or 0.0, latching=bool(row.latching), message=row.message or "",
+        consequence=row.consequence or "", guidance=row.guidance or "")
 
 
 def _ts(text: str | None) -> dt.datetime | None:

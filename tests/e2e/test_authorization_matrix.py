@@ -21,6 +21,8 @@ MATRIX: dict[str, frozenset[Role]] = {
     "createApiToken": frozenset({Role.admin, Role.integrator}),
     "createArea": ADMIN,
     "updateArea": ADMIN,
+    **{name: frozenset({Role.admin, Role.dispatcher, Role.operator})
+       for name in ("acknowledgeAlarm", "shelveAlarm", "unshelveAlarm", "commentAlarm")},
     **{f"{verb}{kind}": REGISTRY_WRITERS
        for verb in ("create", "update", "retire")
        for kind in ("Node", "Pipe", "Station", "Valve", "SkzStation", "ServicePoint", "Meter",

@@ -281,3 +281,37 @@ def test_definitions_are_checked() -> None:
         AlarmDefinition("x", "x", AlarmKind.cp_window, low=-0.85, high=-1.15)
     with pytest.raises(ValueError, match="abnormal states"):
         AlarmDefinition("x", "x", AlarmKind.discrete)
+
+
+def test_kpis_over_a_day_of_journal() -> None:
+    from realtime.alarms.kpi import alarm_kpis
+
+    defs = [AlarmDefinition(f"t{i}:hi", f"t{i}", AlarmKind.hi, limit=1.0, area_id="north",
+                            priority=Priority.low if i < 8 else Priority.medium if i < 11
+                            else Priority.high) for i in range(12)]
+    engine, clock, journal = make(*defs)
+    for i in range(12):  # a burst: 12 activations in 4 minutes -> a flood from the 11th
+        feed(engine, clock, f"t{i}", 2.0)
+        clock.advance(20)
+    for _ in range(3):  # t0 is a bad actor: three more activations
+        feed(engine, clock, "t0", 0.0)
+        clock.advance(5)
+        feed(engine, clock, "t0", 2.0)
+        clock.advance(5)
+    clock.advance(3600)
+    engine.tick()  # the flood ends
+    engine.shelve("t1:hi", "op", clock.now + dt.timedelta(hours=2), "known")
+    clock.now = T0 + dt.timedelta(hours=30)
+    k = alarm_kpis(journal, engine.snapshots(), T0, T0 + dt.timedelta(hours=24), operators=2)
+    assert k.activations == 15 and k.per_operator_hour == pytest.approx(15 / 24 / 2)
+    assert k.top[0] == ("t0:hi", 4) and len(k.top) == 10
+    assert k.chattering == ("t0:hi",)
+    flood = [e for e in journal if e.kind in (EventKind.flood_started, EventKind.flood_ended)]
+    assert len(flood) == 2
+    assert k.flood_time_pct == pytest.approx(
+        100 * (flood[1].ts - flood[0].ts).total_seconds() / 86400)
+    assert k.shelved == 1 and k.suppressed == 0
+    assert k.by_priority[Priority.low] == 11 and k.by_priority[Priority.high] == 1
+    assert sum(k.priority_pct.values()) == pytest.approx(100)
+    later = alarm_kpis(journal, engine.snapshots(), T0, T0 + dt.timedelta(hours=25))
+    assert "t2:hi" in later.stale and "t1:hi" not in later.stale  # t1 is shelved: normal
