@@ -32,6 +32,7 @@ from schema.cache import ResponseCache
 from schema.context import Context, Services
 from schema.schema import Limits, build_schema
 from server.alarms import Alarms
+from server.notifications import Notifications
 from server.push import PushEndpoint
 from server.settings import HistorianKind, Settings
 from server.telemetry import Telemetry
@@ -164,7 +165,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
                           opcua_endpoints=dict(settings.opcua_endpoints),
                           poll_period_s=settings.poll_period_s,
                           apply_remote=settings.redis_url is not None)
-    alarms = Alarms(db, bus, telemetry.store)
+    notifications = (Notifications(settings.notify_config_file, settings.notify_channels,
+                                   redis_url=settings.redis_url)
+                     if settings.notify_config_file else None)
+    alarms = Alarms(db, bus, telemetry.store,
+                    on_events=notifications.on_events if notifications else None)
     cache = (ResponseCache(settings.response_cache_size, settings.response_cache_version_ttl_s)
              if settings.response_cache_size else None)
     services = Services(
@@ -217,11 +222,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.loop = asyncio.get_running_loop()
         await telemetry.start()
         await alarms.start()
+        if notifications is not None:
+            await notifications.start()
         gc.collect()
         gc.freeze()
         try:
             yield
         finally:
+            if notifications is not None:
+                await notifications.stop()
             await alarms.stop()
             await telemetry.stop()
             await engine.dispose()
@@ -241,4 +250,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.engine = engine
     app.state.telemetry = telemetry
     app.state.alarms = alarms
+    app.state.notifications = notifications
     return app

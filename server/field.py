@@ -39,17 +39,33 @@ log = logging.getLogger("gasops.field")
 
 # Demo wiring: corrector and SKZ tags onto two Modbus lines (a TCP gateway and an RS-485 modem
 # speaking RTU framing over TCP), with each tag name mapped onto its register map's point.
+# Remotely operated valves: their actuators sit in wells scattered over the town, each behind a
+# cellular router, so there is no shared RS-485 bus to run RTU on; they speak Modbus TCP (the
+# demo serves them all from one endpoint, one unit id each). TCP suits a line that carries
+# commands, too: the MBAP transaction id ties each reply to its request, so a late reply to a
+# timed-out write is never taken for the answer to the next request (RTU frames carry no id).
+# The tag `position` reads the actuator's feedback, not its command register.
 DEMO_LINES = {
     "correctors": ("corrector-ek270-like", Framing.TCP,
                    {"vb": "vb", "vm": "vm", "p": "p_abs", "t": "t_gas", "alarm": "alarms"}),
     "skz": ("skz-rectifier", Framing.RTU,
             {"u_out": "u_out", "i_out": "i_out", "potential": "e_pol", "mode": "mode",
              "setpoint": "setpoint_e_pol"}),
+    "valves": ("smart-valve-actuator", Framing.TCP, {"position": "position"}),
 }
+MAX_UNITS_PER_LINE = 247  # Modbus unit ids 1..247 (0 is broadcast, 248..255 reserved)
+
+
+def _demo_line(line: str, index: int) -> tuple[str, int]:
+    """Line name and unit id of the `index`-th (0-based) device of a demo line: units 1..247,
+    then the next devices on `<line>-2`, `<line>-3`… (lines not in `DEMO_LINES` run Modbus TCP)."""
+    spill, slot = divmod(index, MAX_UNITS_PER_LINE)
+    return (line if spill == 0 else f"{line}-{spill + 1}"), slot + 1
 
 
 async def assign_demo_sources(session: AsyncSession) -> int:
-    """Point correctors' and SKZ stations' tags at the demo's Modbus lines; returns count."""
+    """Point correctors', SKZ stations' and remotely operated valves' tags at the demo's Modbus
+    lines (stations' at the OPC UA endpoint); returns count."""
     correctors = set((await session.execute(select(orm.Meter.id).where(
         orm.Meter.kind == "industrial_corrector"))).scalars())
     rows = (await session.execute(select(orm.TagDefinition).where(
@@ -67,15 +83,17 @@ async def assign_demo_sources(session: AsyncSession) -> int:
                 orm.TagDefinition.path == row.path).values(source=source))
             n += 1
             continue
+        # valve tags exist only for remotely operable valves (`tags.ensure_tags`)
         line = ("correctors" if row.asset_kind == "meter" and row.asset_id in correctors
-                else "skz" if row.asset_kind == "skz" else None)
-        if line is None:
+                else "skz" if row.asset_kind == "skz"
+                else "valves" if row.asset_kind == "valve" else None)
+        if line is None or row.name not in DEMO_LINES[line][2]:
             continue
         model, _, points = DEMO_LINES[line]
-        unit = units[line].setdefault(row.asset_id, len(units[line]) + 1)
+        name, unit = _demo_line(line, units[line].setdefault(row.asset_id, len(units[line])))
         await session.execute(update(orm.TagDefinition).where(
             orm.TagDefinition.path == row.path).values(source={
-                "driver": "modbus", "line": line, "unit": unit, "model": model,
+                "driver": "modbus", "line": name, "unit": unit, "model": model,
                 "point": points[row.name]}))
         n += 1
     return n

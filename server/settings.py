@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +54,12 @@ class Settings(BaseSettings):
         "then use another core instead of competing with telemetry for the GIL)")
     historian_buffer_max_points: int = Field(default=5_000_000, ge=1000,
                                              description="Store-and-forward buffer bound")
+    notify_config_file: Path | None = Field(
+        default=None, description="Alarm notification routing (rules, contacts, on-call rosters) "
+        "as JSON; notifications are off without it")
+    notify_channels: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Channel name -> spec, e.g. {\"email\": {\"type\": "
+        "\"smtp\", \"host\": ..., \"port\": 25, \"sender\": ...}} (secrets from the environment)")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     secret_key: SecretStr | None = Field(default=None, description="Token signing key")

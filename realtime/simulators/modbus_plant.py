@@ -1,9 +1,10 @@
-"""A simulated Modbus plant: volume correctors and SKZ rectifiers behind one TCP endpoint.
+"""A simulated Modbus plant: correctors, SKZ rectifiers, valve actuators behind one TCP endpoint.
 
 It speaks real Modbus (pymodbus's server, TCP or RTU framing over TCP), lays its registers out
 by the same register-map files the driver reads, and moves its values the way the devices do:
 correctors count volume at the current flow, which follows a daily demand curve with noise;
-rectifiers hold the polarization potential near their set-point. A device simulator is a
+rectifiers hold the polarization potential near their set-point; valve actuators drive their
+position feedback toward the last commanded position at their stroke rate. A device simulator is a
 device, so this is the one place besides the driver that imports pymodbus.
 """
 
@@ -34,6 +35,7 @@ __all__ = ["ModbusPlant", "PlantDevice"]
 
 log = logging.getLogger(__name__)
 REGISTERS = 256
+VALVE_STROKE_S = 60.0  # a full 0 → 100 % stroke of a valve actuator, typical for line valves
 
 
 @dataclass
@@ -43,6 +45,7 @@ class PlantDevice:
     unit_id: int
     model: str  # a built-in register map
     base_flow_m3h: float = 100.0  # correctors: mean standard flow
+    stroke_s: float = VALVE_STROKE_S  # valve actuators: seconds for a full stroke
     values: dict[str, float] = field(default_factory=dict)
 
 
@@ -51,6 +54,20 @@ def _demand(hour: float) -> float:
     return (1.0 + 0.35 * math.exp(-((hour - 8.0) ** 2) / 4.0)
             + 0.45 * math.exp(-((hour - 19.5) ** 2) / 5.0) - 0.35 * math.exp(
                 -((hour - 3.5) ** 2) / 6.0))
+
+
+def _valve_status(v: dict[str, float], direction: int) -> float:
+    """The actuator's status word (smart-valve-actuator map) for `direction` +1 opening, -1
+    closing, 0 at rest: moving, opening, closing, end positions, remote (always: the demo's
+    valves are all in remote) and fault (never)."""
+    word = 1 << 5  # remote
+    if direction:
+        word |= 1 | (1 << 1 if direction > 0 else 1 << 2)
+    if v["position"] >= 100.0:
+        word |= 1 << 3
+    if v["position"] <= 0.0:
+        word |= 1 << 4
+    return float(word)
 
 
 class ModbusPlant:
@@ -75,6 +92,9 @@ class ModbusPlant:
                                 battery_days=1200.0)
             elif d.model.startswith("skz"):
                 d.values.update(self._skz_initial())
+            elif d.model.startswith("smart-valve"):
+                d.values.update(position=100.0, position_command=100.0, torque=0.0)
+                d.values["status"] = _valve_status(d.values, 0)
 
     @staticmethod
     def _skz_initial() -> dict[str, float]:
@@ -135,6 +155,24 @@ class ModbusPlant:
                 v["e_on"] = v["e_pol"] - 0.33
                 v["i_out"] = max(0.0, 6.5 + self._rng.gauss(0.0, 0.1))
                 v["u_out"] = 18.0 + self._rng.gauss(0.0, 0.2)
+            elif d.model.startswith("smart-valve"):
+                self._step_valve(d, dt_s)
+
+    def _step_valve(self, d: PlantDevice, dt_s: float) -> None:
+        """Drive the position toward the command (clamped to 0..100 %) at the stroke rate."""
+        v = d.values
+        target = min(100.0, max(0.0, v["position_command"]))
+        travel = target - v["position"]
+        reach = 100.0 * dt_s / d.stroke_s
+        if abs(travel) <= reach:  # arrives within this step: the motor stops
+            v["position"], direction = target, 0
+        else:
+            v["position"] += math.copysign(reach, travel)
+            direction = 1 if travel > 0 else -1
+        # running torque, higher while (un)seating near the closed end; none at rest
+        v["torque"] = 0.0 if direction == 0 else max(0.0, (55.0 if v["position"] < 5.0 else 30.0)
+                                                      + self._rng.gauss(0.0, 2.0))
+        v["status"] = _valve_status(v, direction)
 
     async def absorb_writes(self) -> None:
         """Take over what clients wrote into writable registers (set-points, modes)."""

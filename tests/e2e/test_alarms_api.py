@@ -39,6 +39,11 @@ SHELVE = """mutation($id: String!) { shelveAlarm(alarmId: $id, minutes: 60,
 
 def _seed(url: str) -> None:
     seed_stations(url, station_records("GRP-01", "NORTH") + station_records("GRP-02", "SOUTH"))
+    _seed_alarms(url)
+
+
+def _seed_alarms(url: str) -> None:
+    """The default alarm definitions of the seeded tags (from any thread)."""
 
     async def run() -> None:
         engine = create_engine(url)

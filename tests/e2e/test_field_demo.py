@@ -29,9 +29,17 @@ def _seed(url: str) -> None:
                     AssetRecord("skz", "SKZ-02", {"name": "SKZ 2", "lat": 57.6, "lon": 39.8}),
                     AssetRecord("meter", "M-C1", {"serial": "C1", "model": "EK270",
                                                   "kind": "industrial_corrector"}),
+                    AssetRecord("node", "V-FAR", {"lat": 57.6, "lon": 39.8,
+                                                  "pressure_level": "medium", "area_id": "T1"}),
+                    *(AssetRecord("valve", vid, {
+                        "from_node_id": "GRP-01-IN", "to_node_id": "V-FAR",
+                        "pressure_level": "medium", "remotely_operable": remote, "lat": 57.6,
+                        "lon": 39.8, "area_id": "T1"}) for vid, remote in (("V-R1", True),
+                                                                           ("V-M1", False))),
                 ], audit.Actor("t", "admin"))
                 await tags.ensure_tags(s)
-                assert await assign_demo_sources(s) == 15 + 6
+                # 2 SKZ x 5 + corrector x 5, station x 6, remote valve x 1 (manual: no tag)
+                assert await assign_demo_sources(s) == 15 + 6 + 1
         finally:
             await engine.dispose()
 
@@ -82,3 +90,16 @@ def test_station_values_arrive_over_opcua(live: LiveServer) -> None:
         time.sleep(0.3)
     assert 1000 < got["p_out"]["value"] < 5000  # low pressure, Pa gauge
     assert got["door"]["value"] in (True, False)
+
+
+def test_remote_valve_position_comes_from_its_actuator(live: LiveServer) -> None:
+    query = '{ tags(filter: {pathPrefix: "valve/"}) { path current { value good } } }'
+    deadline = time.monotonic() + 15
+    while True:
+        got = {t["path"]: t["current"] for t in live.gql(query)["data"]["tags"]}
+        if got.get("valve/V-R1/position") and got["valve/V-R1/position"]["good"]:
+            break
+        assert time.monotonic() < deadline, got
+        time.sleep(0.2)
+    assert set(got) == {"valve/V-R1/position"}  # only remotely operable valves have the tag
+    assert got["valve/V-R1/position"]["value"] == 100.0  # the actuator starts fully open
