@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -110,7 +111,7 @@ class Alarms:
     async def flush(self) -> None:
         """Append everything queued to the journal (in order), in batches."""
         while self._journal:
-            batch = list(self._journal)[:500]
+            batch = list(itertools.islice(self._journal, 500))
             async with self._db.begin() as s:
                 await alarm_service.append_alarm_events(s, [e.to_record() for e in batch])
             for _ in batch:
