@@ -1,9 +1,11 @@
-"""Alarms over GraphQL: the active list, the journal, the performance figures, operator actions
-(acknowledge, shelve, unshelve, comment) and the live `alarmEvents` feed.
+"""Alarms over GraphQL: the active list, the journal, the performance figures, the notifications
+sent about an alarm, operator actions (acknowledge, shelve, unshelve, comment) and the live
+`alarmEvents` feed.
 
 Resolvers are thin: the state lives in the server's `AlarmEngine` (`services.alarms`), the
-journal in the database (`erp.services.alarms`). Operators and dispatchers act on alarms of
-their own areas; an alarm outside the caller's areas is reported as not found, so its
+journal and the notification messages in the database (`erp.services.alarms`,
+`erp.services.notifications`). Operators and dispatchers act on alarms of their own areas; an
+alarm outside the caller's areas is reported as not found (its notifications as none), so its
 existence does not leak. Every action, granted or refused, leaves an audit record with the
 state before and after.
 """
@@ -19,6 +21,7 @@ from strawberry.types import Info
 
 from erp.services import alarms as journal
 from erp.services import audit
+from erp.services import notifications as notices
 from realtime.alarms.engine import AlarmEngine, AlarmRefused, UnknownAlarm
 from realtime.alarms.kpi import alarm_kpis
 from realtime.alarms.model import ALARMS_TOPIC, AlarmEvent, AlarmSnapshot, Priority
@@ -95,6 +98,23 @@ class AlarmQuery:
         events = events[:first]
         return ta.AlarmJournalPage(events=[ta.event(e) for e in events],
                                    next_before_seq=events[-1].seq if more and events else None)
+
+    @strawberry.field(permission_classes=[Can("alarms.read")],
+                      description="The notification messages of an alarm of your areas, in the "
+                                  "order they were claimed, with their delivery history; empty "
+                                  "when notifications are off.")
+    async def alarm_notifications(self, info: Info[Context, Any],
+                                  alarm_id: str) -> list[ta.NotificationMessage]:
+        engine = _engine(info.context)
+        try:
+            snap = engine.get(alarm_id) if engine is not None else None
+        except UnknownAlarm:
+            snap = None
+        if not _visible(info.context, snap.definition.area_id if snap is not None else None):
+            return []
+        async with info.context.services.db() as s:
+            found = await notices.messages_for_alarm(s, alarm_id)
+        return [ta.notification(n) for n in found]
 
     @strawberry.field(permission_classes=[Can("alarms.read")],
                       description="ISA-18.2 performance figures for [start, end).")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from strawberry.dataloader import DataLoader
 
+from control.pipeline import CommandPipeline
 from erp import views
 from erp.domain.access import Principal
 from realtime.alarms.engine import AlarmEngine
@@ -35,6 +36,7 @@ class Services:
     tags: TagStore | None = None  # None when telemetry is not running in this process
     historian: AbstractHistorian | None = None
     alarms: AlarmEngine | None = None  # None when the alarm engine does not run in this process
+    control: CommandPipeline | None = None  # None when control does not run in this process
 
 
 MISSING: Any = object()

@@ -19,6 +19,7 @@ from erp import errors as erp_errors
 from erp.services import accounts, registry
 from schema.alarms import ALARM_MUTATIONS
 from schema.context import Context
+from schema.control import COMMAND_MUTATIONS
 from schema.errors import AuthError, Forbidden, NotFound, ValidationError, from_erp_error
 from schema.permissions import actor_of, refusal
 from schema.types import assets as t
@@ -258,4 +259,5 @@ Mutation = create_type("Mutation", [
                         description="A long-lived API token for an integrator."),
     *ASSET_MUTATIONS,
     *ALARM_MUTATIONS,
+    *COMMAND_MUTATIONS,
 ])

@@ -25,6 +25,7 @@ from strawberry.types import ExecutionContext
 
 from schema.alarms import AlarmQuery, AlarmSubscription
 from schema.cache import ResponseCache, response_cache_extension
+from schema.control import CommandQuery, CommandSubscription
 from schema.errors import ForbiddenError
 from schema.limits import cost_limit_rule
 from schema.mutation import Mutation
@@ -85,8 +86,9 @@ def build_schema(limits: Limits | None = None,
     if not limits.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     return GasopsSchema(
-        query=merge_types("Query", (Query, AlarmQuery)), mutation=Mutation,
-        subscription=merge_types("Subscription", (Subscription, AlarmSubscription)),
+        query=merge_types("Query", (Query, AlarmQuery, CommandQuery)), mutation=Mutation,
+        subscription=merge_types("Subscription", (Subscription, AlarmSubscription,
+                                                  CommandSubscription)),
         extensions=[
             # Factories, so each request gets fresh extension instances.
             partial(MaxTokensLimiter, max_token_count=limits.max_tokens),

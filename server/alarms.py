@@ -55,13 +55,15 @@ class Alarms:
         self.engine = AlarmEngine(clock=clock, sink=self._sink, last_update=self._last_update)
         self._journal: deque[AlarmEvent] = deque()
         self._wakeup = asyncio.Event()
+        self._flushing = asyncio.Lock()  # the writer task and an explicit flush, one at a time
         self._tasks: list[asyncio.Task[None]] = []
         self._unlisten: Callable[[], None] | None = None
         self.journal_failures = 0
 
     def _last_update(self, path: TagPath) -> dt.datetime | None:
         state = self._store.get(path)
-        return state.last_updated if state is not None else None
+        # any report counts, also one inside the deadband (a valve resting at 100 %)
+        return state.last_reported if state is not None else None
 
     async def start(self) -> None:
         """Load definitions, restore states from the journal, start listening and ticking."""
@@ -110,6 +112,10 @@ class Alarms:
 
     async def flush(self) -> None:
         """Append everything queued to the journal (in order), in batches."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         while self._journal:
             batch = list(itertools.islice(self._journal, 500))
             async with self._db.begin() as s:

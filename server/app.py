@@ -32,6 +32,7 @@ from schema.cache import ResponseCache
 from schema.context import Context, Services
 from schema.schema import Limits, build_schema
 from server.alarms import Alarms
+from server.control import Control
 from server.notifications import Notifications
 from server.push import PushEndpoint
 from server.settings import HistorianKind, Settings
@@ -166,14 +167,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
                           poll_period_s=settings.poll_period_s,
                           apply_remote=settings.redis_url is not None)
     notifications = (Notifications(settings.notify_config_file, settings.notify_channels,
-                                   redis_url=settings.redis_url)
+                                   redis_url=settings.redis_url, db=db)
                      if settings.notify_config_file else None)
     alarms = Alarms(db, bus, telemetry.store,
                     on_events=notifications.on_events if notifications else None)
+    control = Control(db, bus, telemetry.store,
+                      lambda: telemetry.field.write if telemetry.field is not None else None)
     cache = (ResponseCache(settings.response_cache_size, settings.response_cache_version_ttl_s)
              if settings.response_cache_size else None)
     services = Services(
         db=db, bus=bus, tags=telemetry.store, historian=historian, alarms=alarms.engine,
+        control=control.pipeline,
         signing_key=settings.signing_key(),
         access_token_ttl_s=settings.access_token_ttl_s, max_page_size=settings.max_page_size,
         response_cache=cache)
@@ -222,6 +226,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.loop = asyncio.get_running_loop()
         await telemetry.start()
         await alarms.start()
+        await control.start()
         if notifications is not None:
             await notifications.start()
         gc.collect()
@@ -231,6 +236,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             if notifications is not None:
                 await notifications.stop()
+            await control.stop()
             await alarms.stop()
             await telemetry.stop()
             await engine.dispose()
@@ -250,5 +256,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.engine = engine
     app.state.telemetry = telemetry
     app.state.alarms = alarms
+    app.state.control = control
     app.state.notifications = notifications
     return app

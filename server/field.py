@@ -53,6 +53,9 @@ DEMO_LINES = {
              "setpoint": "setpoint_e_pol"}),
     "valves": ("smart-valve-actuator", Framing.TCP, {"position": "position"}),
 }
+# A tag read from one point and commanded through another (an actuator's feedback and its
+# set-point register): the source's "write_point".
+DEMO_WRITE_POINTS = {"valves": {"position": "position_command"}}
 MAX_UNITS_PER_LINE = 247  # Modbus unit ids 1..247 (0 is broadcast, 248..255 reserved)
 
 
@@ -91,10 +94,12 @@ async def assign_demo_sources(session: AsyncSession) -> int:
             continue
         model, _, points = DEMO_LINES[line]
         name, unit = _demo_line(line, units[line].setdefault(row.asset_id, len(units[line])))
+        source = {"driver": "modbus", "line": name, "unit": unit, "model": model,
+                  "point": points[row.name]}
+        if row.name in DEMO_WRITE_POINTS.get(line, {}):  # commands go to another register
+            source["write_point"] = DEMO_WRITE_POINTS[line][row.name]
         await session.execute(update(orm.TagDefinition).where(
-            orm.TagDefinition.path == row.path).values(source={
-                "driver": "modbus", "line": name, "unit": unit, "model": model,
-                "point": points[row.name]}))
+            orm.TagDefinition.path == row.path).values(source=source))
         n += 1
     return n
 
@@ -113,15 +118,28 @@ class Field:
     opcua_endpoints: dict[str, str] = field(default_factory=dict)
     simulators: list[Any] = field(default_factory=list)
     _unsubs: list[Callable[[], None]] = field(default_factory=list)
+    _owners: dict[str, tuple[Driver, str]] = field(default_factory=dict)  # tag → driver, address
+
+    async def write(self, path: str, value: Any) -> None:
+        """Write a tag through the driver that owns it (to its `write_point` when the source
+        names one); raises `DriverError` (or KeyError for a tag no driver serves)."""
+        try:
+            driver, address = self._owners[path]
+        except KeyError:
+            raise KeyError(f"no driver serves {path!r}") from None
+        await driver.write(address, value)
 
     def _modbus_lines(self) -> dict[str, dict[str, Any]]:
-        lines: dict[str, dict[str, Any]] = defaultdict(lambda: {"units": {}, "points": {}})
+        lines: dict[str, dict[str, Any]] = defaultdict(
+            lambda: {"units": {}, "points": {}, "writes": {}})
         for path, src in self.sources.items():
             if src.get("driver") != "modbus":
                 continue
             line = lines[src["line"]]
             line["units"][int(src["unit"])] = src["model"]
             line["points"][path] = (int(src["unit"]), src["point"])
+            if src.get("write_point"):
+                line["writes"][path] = (int(src["unit"]), src["write_point"])
         return lines
 
     async def start(self) -> None:
@@ -160,6 +178,7 @@ class Field:
                 await driver.connect()  # the driver keeps retrying by itself
             self._unsubs.append(driver.subscribe(list(points), self.listener))
             self.drivers.append(driver)
+            self._owners.update((p, (driver, p)) for p in points)
             log.info("opc ua endpoint %s: %d tags at %s", name, len(points),
                      self.opcua_endpoints[name])
 
@@ -181,11 +200,17 @@ class Field:
             devices = [ModbusDevice(f"unit-{u}", u, builtin_map(m), poll_period_s=self.poll_period_s)
                        for u, m in sorted(line["units"].items())]
             points = {p: PointRef(f"unit-{u}", pt) for p, (u, pt) in line["points"].items()}
-            driver = ModbusDriver(ModbusLine(host, port, framing=framing), devices, points)
+            # a tag commanded through another register gets a second, write-only address
+            commands = {f"{p}@write": PointRef(f"unit-{u}", w)
+                        for p, (u, w) in line["writes"].items()}
+            driver = ModbusDriver(ModbusLine(host, port, framing=framing), devices,
+                                  {**points, **commands})
             with contextlib.suppress(Exception):
                 await driver.connect()  # the driver keeps retrying by itself
             self._unsubs.append(driver.subscribe(list(points), self.listener))
             self.drivers.append(driver)
+            self._owners.update((p, (driver, f"{p}@write" if p in line["writes"] else p))
+                                for p in points)
             log.info("modbus line %s: %d devices, %d tags at %s:%d", name, len(devices),
                      len(points), host, port)
 
@@ -200,6 +225,7 @@ class Field:
         for sim in self.simulators:
             await sim.stop()
         self.drivers.clear()
+        self._owners.clear()
         self.plants.clear()
         self.simulators.clear()
 

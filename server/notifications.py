@@ -8,6 +8,11 @@ spec, e.g. ``{"email": {"type": "smtp", "host": "mail.gas.local", "port": 25, "s
 repository). Deliveries run in-process, or as RQ jobs when Redis is configured (workers:
 ``rq worker gasops-notify``).
 
+Messages and their delivery status are kept in the database (`DbMessageStore`, tables
+`notification_messages` and `notification_status_changes`) when the server hands in its session
+factory: then the de-duplication holds across restarts and across server processes, and
+`alarmNotifications` can show what was sent. Without one (tests, tools) they live in memory.
+
 Events are handed over in order through a queue and one task, so an acknowledgement is never
 processed before the activation it acknowledges.
 """
@@ -21,20 +26,86 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
+from erp.services import notifications as stored
 from realtime.alarms.model import AlarmEvent
-from realtime.notify import InMemoryMessageStore, MessageStore, Notifier, parse_config
+from realtime.notify import (
+    DeliveryStatus,
+    InMemoryMessageStore,
+    MessageRecord,
+    MessageStore,
+    Notifier,
+    OutgoingMessage,
+    StatusChange,
+    UnknownMessage,
+    parse_config,
+)
 from realtime.notify.channels import build_channel
 from realtime.notify.jobs import InProcessJobs, JobRunner, RqJobs
 
-__all__ = ["Notifications"]
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+__all__ = ["DbMessageStore", "Notifications"]
 
 log = logging.getLogger("gasops.notifications")
+
+STALE_QUEUED_AFTER: Final = dt.timedelta(minutes=5)
 
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _change_json(change: StatusChange) -> dict[str, Any]:
+    return {"status": change.status.value, "at": change.at, "attempt": change.attempt,
+            "reason": change.reason, "next_attempt_at": change.next_attempt_at}
+
+
+def _record(m: stored.StoredMessage) -> MessageRecord:
+    return MessageRecord(OutgoingMessage.from_json(m.message), tuple(
+        StatusChange(DeliveryStatus(c.status), c.at, c.attempt, c.reason, c.next_attempt_at)
+        for c in m.history))
+
+
+class DbMessageStore(MessageStore):
+    """The `MessageStore` in the database (`erp.services.notifications`): every call is its own
+    short transaction, so a claim is visible to other processes as soon as it returns."""
+
+    def __init__(self, db: async_sessionmaker[AsyncSession]) -> None:
+        self._db = db
+
+    async def claim(self, message: OutgoingMessage, change: StatusChange) -> bool:
+        """See `MessageStore.claim`: ``INSERT ... ON CONFLICT DO NOTHING``."""
+        async with self._db.begin() as s:
+            return await stored.claim_message(
+                s, message.key, message.alarm_id, message.level, message.channel,
+                message.recipient, message.to_json(), _change_json(change))
+
+    async def set_status(self, key: str, change: StatusChange) -> None:
+        """See `MessageStore.set_status`."""
+        try:
+            async with self._db.begin() as s:
+                await stored.add_status(s, key, _change_json(change))
+        except LookupError:
+            raise UnknownMessage(key) from None
+
+    async def get(self, key: str) -> MessageRecord | None:
+        """See `MessageStore.get`."""
+        async with self._db() as s:
+            m = await stored.message_record(s, key)
+        return None if m is None else _record(m)
+
+    async def for_alarm(self, alarm_id: str) -> list[MessageRecord]:
+        """See `MessageStore.for_alarm`."""
+        async with self._db() as s:
+            return [_record(m) for m in await stored.messages_for_alarm(s, alarm_id)]
+
+    async def stale_queued(self, older_than: dt.datetime) -> list[MessageRecord]:
+        """Messages claimed (queued) before `older_than` and never sent, failed nor cancelled."""
+        async with self._db() as s:
+            return [_record(m) for m in await stored.stale_queued(s, older_than)]
 
 
 class Notifications:
@@ -43,7 +114,8 @@ class Notifications:
     def __init__(self, config_file: Path, channel_specs: Mapping[str, Mapping[str, Any]], *,
                  redis_url: str | None = None, tick_s: float = 1.0,
                  clock: Callable[[], dt.datetime] = _utcnow,
-                 store: MessageStore | None = None) -> None:
+                 store: MessageStore | None = None,
+                 db: async_sessionmaker[AsyncSession] | None = None) -> None:
         try:
             raw = json.loads(Path(config_file).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -53,7 +125,9 @@ class Notifications:
         channels = {name: build_channel(spec) for name, spec in self._specs.items()}
         self.jobs: JobRunner = (RqJobs(redis_url, channel_specs=self._specs) if redis_url
                                 else InProcessJobs())
-        self.store = store or InMemoryMessageStore()
+        self._clock = clock
+        self.store: MessageStore = store or (DbMessageStore(db) if db is not None
+                                             else InMemoryMessageStore())
         self.notifier = Notifier(self.config, channels, self.store, clock, self.jobs)
         self._tick_s = tick_s
         self._events: asyncio.Queue[AlarmEvent] = asyncio.Queue()
@@ -65,7 +139,9 @@ class Notifications:
             self._events.put_nowait(e)
 
     async def start(self) -> None:
-        """Start the event and tick tasks."""
+        """Start the event and tick tasks; warn about messages a previous run claimed but never
+        sent."""
+        await self._warn_stale()
         self._tasks = [asyncio.create_task(self._consume(), name="notify-events"),
                        asyncio.create_task(self._tick(), name="notify-tick")]
         log.info("notifications: %d rules, channels %s", len(self.config.rules),
@@ -79,6 +155,19 @@ class Notifications:
                 await task
         self._tasks = []
         await self.jobs.close()
+
+    async def _warn_stale(self) -> None:
+        if not isinstance(self.store, DbMessageStore):
+            return
+        try:
+            stale = await self.store.stale_queued(self._clock() - STALE_QUEUED_AFTER)
+        except Exception:  # a report, not a reason to keep the server from starting
+            log.exception("notifications: could not look for stale queued messages")
+            return
+        if stale:
+            log.warning("notifications: %d message(s) claimed more than %s ago were never sent "
+                        "(a stop between claim and send?): %s", len(stale), STALE_QUEUED_AFTER,
+                        ", ".join(r.key for r in stale[:10]) + (" ..." if len(stale) > 10 else ""))
 
     async def _consume(self) -> None:
         while True:

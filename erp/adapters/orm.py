@@ -546,3 +546,46 @@ class AlarmEventRow(Base):
     first_out: Mapped[bool] = mapped_column(Boolean, default=False)
     shelved_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     activated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+# --- notifications --------------------------------------------------------------------------
+
+__all__ += ["NotificationMessageRow", "NotificationStatusRow"]
+
+
+class NotificationMessageRow(Base):
+    """One alarm notification message, claimed under its de-duplication `key`.
+
+    The primary key is the claim: whoever inserts the row first sends the message (an
+    ``INSERT ... ON CONFLICT DO NOTHING`` that affected no row lost). `message` is the whole
+    rendered message as JSON (`OutgoingMessage.to_json`); `status` and `attempts` repeat the
+    latest entry of its history (`NotificationStatusRow`), so lists need no join.
+    """
+
+    __tablename__ = "notification_messages"
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    alarm_id: Mapped[str] = mapped_column(String(200), index=True)
+    level: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(String(200))
+    message: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class NotificationStatusRow(Base):
+    """One status change of a notification message (queued, retrying, sent, failed, cancelled);
+    append-only, `seq` orders them (and, through each message's first one, the claims)."""
+
+    __tablename__ = "notification_status_changes"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=True)
+    key: Mapped[str] = mapped_column(ForeignKey("notification_messages.key"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -55,6 +55,12 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "alarms.read": _STAFF | {Role.integrator},
     # Acknowledge, shelve, unshelve and comment alarms (of one's own areas).
     "alarms.act": frozenset({Role.admin, Role.dispatcher, Role.operator}),
+    # Control commands: select, operate and cancel valves, SKZ and set-points (own areas).
+    "control.operate": frozenset({Role.admin, Role.dispatcher, Role.operator}),
+    # Approve another person's high-impact command (four-eyes).
+    "control.approve": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
+    # See commands and their live steps.
+    "commands.read": _STAFF | {Role.integrator},
     # Live registry change feed.
     "registry.subscribe": _STAFF | {Role.integrator},
     # Anyone signed in: who am I.

@@ -2,8 +2,9 @@
 
 Each record's hash covers its content and the previous record's hash, so changing or deleting a
 record breaks the chain at that point; `verify` finds the first break. Writers lock the single
-`audit_head` row, which keeps the chain linear when several processes write (PostgreSQL); on
-SQLite the database lock does the same.
+`audit_head` row (a no-op UPDATE first, so that on SQLite too the transaction holds the write
+lock before it reads the head), which keeps the chain linear when several processes or tasks
+write.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -77,6 +78,12 @@ async def record(session: AsyncSession, actor: Actor, entry: AuditEntry,
     ts = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     # Microsecond precision survives every backend; hash what is stored.
     try:
+        # Take the write lock first, with a no-op UPDATE: it row-locks on PostgreSQL (as FOR
+        # UPDATE would), and on SQLite it makes this transaction the writer before it reads the
+        # head — a deferred transaction that read first could otherwise compute the same seq
+        # as a concurrent one.
+        await session.execute(update(AuditHead).where(AuditHead.id == 1).values(
+            last_seq=AuditHead.last_seq))
         head = (
             await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
         ).scalar_one()

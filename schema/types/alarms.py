@@ -1,4 +1,5 @@
-"""Alarm types: alarms with their ISA-18.2 state, journal events, and the performance figures."""
+"""Alarm types: alarms with their ISA-18.2 state, journal events, the performance figures, and
+the notification messages sent about an alarm."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import datetime as dt
 import strawberry
 from strawberry.scalars import JSON
 
+from erp.services.notifications import StoredMessage
 from realtime.alarms import model as m
 from realtime.alarms.kpi import AlarmKpis as KpiValues
+from realtime.notify.model import DeliveryStatus
 
-__all__ = ["Alarm", "AlarmEvent", "AlarmJournalPage", "AlarmKpis", "AlarmPriority", "alarm",
-           "event"]
+__all__ = ["Alarm", "AlarmEvent", "AlarmJournalPage", "AlarmKpis", "AlarmPriority",
+           "NotificationMessage", "NotificationStatusChange", "alarm", "event", "notification"]
 
 AlarmPriority = strawberry.enum(m.Priority, name="AlarmPriority",
                                 description="low < medium < high < critical")
@@ -135,3 +138,44 @@ class AlarmKpis:
                    shelved=k.shelved, suppressed=k.suppressed, out_of_service=k.out_of_service,
                    priority_mix=[PriorityShare(priority=p, activations=k.by_priority[p],
                                                percent=k.priority_pct[p]) for p in m.Priority])
+
+
+NotificationStatus = strawberry.enum(
+    DeliveryStatus, name="NotificationStatus",
+    description="queued; sent; failed (permanently, or out of attempts); retrying (a temporary "
+                "failure, tried again at nextAttemptAt); cancelled (an escalation no longer "
+                "needed)")
+
+
+@strawberry.type(description="One step of a notification message's delivery.")
+class NotificationStatusChange:
+    status: NotificationStatus  # type: ignore[valid-type]
+    at: dt.datetime
+    attempt: int = strawberry.field(description="Delivery attempts made so far")
+    reason: str
+    next_attempt_at: dt.datetime | None
+
+
+@strawberry.type(description="A message sent (or due, or cancelled) about an alarm activation: "
+                             "one escalation level, channel and recipient.")
+class NotificationMessage:
+    key: str = strawberry.field(description="The de-duplication key: activation, level, channel "
+                                            "and recipient")
+    level: int = strawberry.field(description="Escalation level (0: at activation)")
+    channel: str
+    recipient: str = strawberry.field(description="The contact's name")
+    to: str = strawberry.field(description="The address on the channel (e-mail, phone, URL)")
+    status: NotificationStatus  # type: ignore[valid-type]
+    attempts: int
+    history: list[NotificationStatusChange] = strawberry.field(description="Oldest first")
+
+
+def notification(n: StoredMessage) -> NotificationMessage:
+    """The GraphQL view of a stored notification message."""
+    return NotificationMessage(
+        key=n.key, level=n.level, channel=n.channel, recipient=n.recipient,
+        to=str(n.message.get("to", "")), status=DeliveryStatus(n.status), attempts=n.attempts,
+        history=[NotificationStatusChange(status=DeliveryStatus(c.status), at=c.at,
+                                          attempt=c.attempt, reason=c.reason,
+                                          next_attempt_at=c.next_attempt_at)
+                 for c in n.history])

@@ -23,6 +23,9 @@ MATRIX: dict[str, frozenset[Role]] = {
     "updateArea": ADMIN,
     **{name: frozenset({Role.admin, Role.dispatcher, Role.operator})
        for name in ("acknowledgeAlarm", "shelveAlarm", "unshelveAlarm", "commentAlarm")},
+    **{name: frozenset({Role.admin, Role.dispatcher, Role.operator})
+       for name in ("selectCommand", "operateCommand", "cancelCommand")},
+    "approveCommand": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
     **{f"{verb}{kind}": REGISTRY_WRITERS
        for verb in ("create", "update", "retire")
        for kind in ("Node", "Pipe", "Station", "Valve", "SkzStation", "ServicePoint", "Meter",

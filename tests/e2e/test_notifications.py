@@ -1,10 +1,12 @@
 """Alarm notifications through the running server: a real SMTP server (aiosmtpd) receives the
 first-level e-mail of an unacknowledged alarm and, after the escalation delay, the second-level
-one; acknowledging in time stops the escalation. (Escalation with an injected clock, SMS over
+one; acknowledging in time stops the escalation; `alarmNotifications` lists the messages with
+their delivery history, kept in the database. (Escalation with an injected clock, SMS over
 SMPP, retries and RQ are covered in tests/integration/test_notify_escalation.py.)"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Iterator
@@ -13,11 +15,13 @@ import pytest
 
 from tests._live import LiveServer, start_live_server
 from tests.e2e._network import seed_stations, station_records
-from tests.e2e.test_alarms_api import ACK, _seed_alarms
+from tests.e2e.test_alarms_api import ACK, _add_user, _login, _seed_alarms
 from tests.e2e.test_telemetry_api import feed
 from tests.integration.test_notify_channels import SmtpSink, smtp_server
 
 ESCALATE_AFTER_S = 3
+NOTIFICATIONS = """query($id: String!) { alarmNotifications(alarmId: $id) { key level channel
+    recipient to status attempts history { status at attempt reason nextAttemptAt } } }"""
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +100,46 @@ def test_acknowledging_in_time_stops_the_escalation(live: LiveServer,
     time.sleep(ESCALATE_AFTER_S + 1.5)  # past the escalation delay: nothing may come
     assert _mails_to(sink, "petrov@gas.test", "GRP-03") == []
     assert len(_mails_to(sink, "ivanov@gas.test", "GRP-03")) == 1  # and no duplicate
+
+
+def _door_alarm(live: LiveServer, station: str) -> str:
+    alarms = live.gql('{ activeAlarms(areaId: "NORTH") { id } }', role="operator")
+    return next(a["id"] for a in alarms["data"]["activeAlarms"]
+                if a["id"].startswith(f"station/{station}/door"))
+
+
+def test_the_messages_of_an_alarm_and_their_delivery_are_listed(
+        live: LiveServer, mail: tuple[SmtpSink, int]) -> None:
+    sink, _ = mail
+    if not _mails_to(sink, "petrov@gas.test", "GRP-01"):  # run on its own: escalate first
+        test_an_unacknowledged_alarm_is_mailed_then_escalated(live, mail)
+    door = _door_alarm(live, "GRP-01")
+
+    def notices(role: str | None = "operator", token: str | None = None) -> list[dict[str, object]]:
+        body = live.gql(NOTIFICATIONS, {"id": door}, role=role, token=token)
+        assert "errors" not in body, body
+        return body["data"]["alarmNotifications"]  # type: ignore[no-any-return]
+
+    _wait(lambda: [n["status"] for n in notices()] == ["sent", "sent"], 5)
+    got = notices()
+    assert [(n["level"], n["channel"], n["recipient"], n["to"], n["attempts"]) for n in got] == [
+        (0, "email", "ivanov", "ivanov@gas.test", 1), (1, "email", "petrov", "petrov@gas.test", 1)]
+    assert all(n["key"].startswith(door + "@") for n in got)  # type: ignore[union-attr]
+    histories = [[(h["status"], h["attempt"], h["reason"], h["nextAttemptAt"])
+                  for h in n["history"]] for n in got]  # type: ignore[attr-defined]
+    assert histories == [[("queued", 0, "", None), ("sent", 1, "", None)]] * 2
+    queued_at = [dt.datetime.fromisoformat(n["history"][0]["at"]) for n in got]  # type: ignore[index]
+    assert ESCALATE_AFTER_S <= (queued_at[1] - queued_at[0]).total_seconds() < ESCALATE_AFTER_S + 3
+    if _mails_to(sink, "ivanov@gas.test", "GRP-03"):  # acknowledged in time: escalation cancelled
+        acked = live.gql(NOTIFICATIONS, {"id": _door_alarm(live, "GRP-03")}, role="dispatcher")
+        assert [(n["level"], n["status"], n["history"][-1]["reason"])
+                for n in acked["data"]["alarmNotifications"]] == [
+            (0, "sent", ""), (1, "cancelled", "alarm acknowledged")]
+
+    assert notices(role="admin") == got
+    _add_user(live.settings.database_url, "nowhere-operator", "operator", [])
+    assert notices(role=None, token=_login(live, "nowhere-operator")) == []  # not in its areas
+    denied = live.gql(NOTIFICATIONS, {"id": door}, role="consumer")
+    assert denied["data"] is None and denied["errors"]
+    unknown = live.gql(NOTIFICATIONS, {"id": "station/NONE/door:discrete"}, role="operator")
+    assert unknown["data"]["alarmNotifications"] == []

@@ -1,0 +1,219 @@
+"""Composition of control: the command pipeline with its ports implemented on this server.
+
+- targets and the graph impact predictor from the registry (`erp.services.network_graph`);
+- live status from the tag store (the read-back tag: present, not Bad, not stale);
+- writes through the field's drivers (`Field.write`), read-back by watching the tag store;
+- every command event published on the bus (topic `commands`) and written to the audit log by
+  one task, in order (kept and retried while the database is away).
+
+Commands run here, in the server's event loop, with bounded latency: never through a job queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from control.impact import Edge, GraphImpactPredictor, ServicePointRef
+from control.model import (
+    COMMANDS_TOPIC,
+    Action,
+    CommandEvent,
+    Impact,
+    Target,
+    TargetKind,
+    WritePlan,
+)
+from control.pipeline import CommandPipeline
+from control.rules import TargetStatus
+from erp.services import audit, network_graph
+from realtime.bus import AbstractBus
+from realtime.model import QualityClass
+from realtime.store import Change, TagStore
+
+__all__ = ["Control"]
+
+log = logging.getLogger("gasops.control")
+
+WriteFn = Callable[[str, Any], Awaitable[None]]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Control:
+    """Owns the command pipeline of one server process."""
+
+    def __init__(self, db: Any, bus: AbstractBus, store: TagStore,
+                 write: Callable[[], WriteFn | None], *,
+                 clock: Callable[[], dt.datetime] = _utcnow, select_ttl_s: float = 30.0,
+                 readback_timeout_s: float = 30.0, stale_factor: float = 3.0) -> None:
+        self._db = db
+        self._bus = bus
+        self._store = store
+        self._write = write  # late-bound: the field starts after this object is built
+        self._clock = clock
+        self._stale_factor = stale_factor
+        self._targets: dict[tuple[TargetKind, str], Target] = {}
+        self._audit: deque[CommandEvent] = deque()
+        self._wakeup = asyncio.Event()
+        self._flushing = asyncio.Lock()  # the writer task and an explicit flush, one at a time
+        self._tasks: list[asyncio.Task[None]] = []
+        self._predictor: GraphImpactPredictor | None = None
+        # built now (the GraphQL services hold it); targets and the graph load at start
+        self.pipeline = CommandPipeline(
+            targets=self, status=self, impact=self, writer=self, readback=self,
+            sink=self._sink, clock=clock, select_ttl_s=select_ttl_s,
+            readback_timeout_s=readback_timeout_s)
+
+    async def start(self) -> None:
+        """Load targets and the network graph; start the audit writer and the expiry tick."""
+        async with self._db() as s:
+            assets = await network_graph.commandable_assets(s)
+            graph = await network_graph.connectivity(s)
+        for a in assets:
+            kind = TargetKind(a["kind"])
+            band = a.get("setpoint_range_pa")
+            self._targets[(kind, a["asset_id"])] = Target(
+                kind, a["asset_id"], a["area_id"], a.get("remotely_operable", True),
+                a.get("rated_current_a"), a.get("rated_voltage_v"),
+                tuple(band) if band else None)  # type: ignore[arg-type]
+        self._predictor = GraphImpactPredictor.from_rows(
+            [Edge(i, a, b, o) for i, a, b, o in graph["edges"]], graph["node_kinds"],
+            [ServicePointRef(i, n, c) for i, n, c in graph["service_points"]])
+        self._tasks = [asyncio.create_task(self._write_audit(), name="command-audit"),
+                       asyncio.create_task(self._tick(), name="command-tick")]
+        log.info("control: %d commandable targets", len(self._targets))
+
+    async def stop(self) -> None:
+        """Stop the tasks; write what is still queued for the audit log."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        with contextlib.suppress(Exception):
+            await self.flush()
+        if self._audit:
+            log.error("control: %d command events could not be audited at shutdown",
+                      len(self._audit))
+
+    # ------------------------------------------------------------------ ports
+
+    async def predict(self, target: Target, action: Action, value: float | None) -> Impact:
+        """`ImpactPredictor`: the registry's connectivity (the twin's model replaces it)."""
+        if self._predictor is None:
+            return Impact(method="none", detail="the network graph is not loaded yet")
+        return await self._predictor.predict(target, action, value)
+
+    def target(self, kind: TargetKind, asset_id: str) -> Target | None:
+        """`TargetDirectory`: a commandable asset."""
+        return self._targets.get((kind, asset_id))
+
+    def status(self, target: Target, plan: WritePlan) -> TargetStatus:
+        """`TargetStatusPort`: the read-back tag present, fresh and not Bad."""
+        state = self._store.get(plan.readback_tag)
+        if state is None:
+            return TargetStatus(False, False, f"no value of {plan.readback_tag} yet")
+        d = self._store.known.get(plan.readback_tag)
+        period = d.expected_period_s if d is not None else None
+        age = (self._clock() - state.last_reported).total_seconds()
+        if period and age > self._stale_factor * period:
+            return TargetStatus(False, False, f"{plan.readback_tag} silent for {age:.0f} s")
+        severity = state.value.quality.severity
+        return TargetStatus(severity is not QualityClass.bad, severity is QualityClass.good,
+                            state.value.quality.name)
+
+    async def write(self, tag: str, value: float | int | bool) -> None:
+        """`Writer`: through the driver that owns the tag."""
+        write = self._write()
+        if write is None:
+            raise RuntimeError("no field drivers are running in this process")
+        await write(tag, value)
+
+    async def wait_for(self, tag: str, value: float, tolerance: float,
+                       timeout_s: float) -> tuple[bool, object]:
+        """`Readback`: watch the store until `tag` is within `tolerance` of `value`."""
+        reached = asyncio.Event()
+        last: list[object] = [None]
+
+        def check(v: object) -> None:
+            last[0] = v
+            if isinstance(v, int | float) and not isinstance(v, bool) and abs(
+                    float(v) - value) <= tolerance:
+                reached.set()
+            elif isinstance(v, bool) and float(v) == value:
+                reached.set()
+
+        def on_changes(changes: list[Change]) -> None:
+            for c in changes:
+                if c.path == tag and c.new.quality.is_good:
+                    check(c.new.value)
+
+        unlisten = self._store.listen(on_changes)  # type: ignore[arg-type]
+        try:
+            state = self._store.get(tag)
+            if state is not None and state.value.quality.is_good:
+                check(state.value.value)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await reached.wait()
+        finally:
+            unlisten()
+        return reached.is_set(), last[0]
+
+    # ------------------------------------------------------------------ events
+
+    def _sink(self, event: CommandEvent) -> None:
+        self._bus.publish(COMMANDS_TOPIC, event.to_message())
+        self._audit.append(event)
+        self._wakeup.set()
+
+    async def flush(self) -> None:
+        """Write the queued command events to the audit log, in order."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        while self._audit:
+            batch = list(itertools.islice(self._audit, 200))
+            async with self._db.begin() as s:
+                for e in batch:
+                    targets = [f"{e.target_kind}:{e.asset_id}"] if e.asset_id else []
+                    if e.command_id:
+                        targets.append(f"command:{e.command_id}")
+                    await audit.record(s, audit.Actor(e.user, e.role), audit.AuditEntry(
+                        f"command.{e.step}", targets,
+                        {"state": e.state.value if e.state else None, **e.detail},
+                        outcome="refused" if e.step == "refused" else "ok"), now=e.ts)
+            for _ in batch:
+                self._audit.popleft()
+
+    async def _write_audit(self) -> None:
+        backoff = 0.5
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self.flush()
+                backoff = 0.5
+            except Exception:
+                log.exception("command audit write failed; %d events wait", len(self._audit))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                self._wakeup.set()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.pipeline.tick()
+            except Exception:
+                log.exception("command tick failed")
