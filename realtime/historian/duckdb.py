@@ -42,6 +42,7 @@ import concurrent.futures
 import datetime as dt
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -347,12 +348,25 @@ class DuckDBHistorian(AbstractHistorian):
         return await self._run(self._buckets, list(tags), to_epoch_us(start), to_epoch_us(end),
                                bucket_s, wanted)
 
-    @_map_errors
     def _buckets(self, tags: list[TagPath], start_us: int, end_us: int, bucket_s: int,
                  wanted: tuple[str, ...]) -> dict[TagPath, BucketSeries]:
+        return series_from_table(self._bucket_table(tags, start_us, end_us, bucket_s, wanted))
+
+    async def bucket_table(self, tags: Sequence[TagPath], start: dt.datetime, end: dt.datetime,
+                           bucket_s: int, aggregates: Sequence[str] = AGGREGATES) -> BucketTable:
+        """`buckets` before the conversion to Python objects: what `HistorianProcess` sends
+        over its pipe (an Arrow table pickles as one buffer per column), converting on the
+        other side with `series_from_table`."""
+        wanted = check_bucket_args(bucket_s, aggregates)
+        return await self._run(self._bucket_table, list(tags), to_epoch_us(start),
+                               to_epoch_us(end), bucket_s, wanted)
+
+    @_map_errors
+    def _bucket_table(self, tags: list[TagPath], start_us: int, end_us: int, bucket_s: int,
+                      wanted: tuple[str, ...]) -> BucketTable:
         paths = {self._tag_ids[t]: t for t in tags if t in self._tag_ids}
         if not paths or end_us <= start_us:
-            return {}
+            return BucketTable(None, {}, 0, 0, bucket_s, wanted)
         width = bucket_s * 1_000_000
         origin = start_us - start_us % width  # Python's % floors: aligned also before 1970
         # The ids are our own integers, inlined as literals (a bound list is slower to filter
@@ -384,18 +398,7 @@ class DuckDBHistorian(AbstractHistorian):
                       "m1": end_minute, "m0_us": first_minute * _MINUTE_US,
                       "m1_us": end_minute * _MINUTE_US}
         table = self._connection().sql(query, params=params).to_arrow_table()
-        # bucket number -> start, converted once per distinct bucket (all tags share them)
-        starts = {k: from_epoch_us(origin + k * width) for k in pc.unique(table.column(1)).to_pylist()}
-        start_col = tuple(map(starts.__getitem__, table.column(1).to_pylist()))
-        data = [(a, tuple(table.column(i + 2).to_pylist())) for i, a in enumerate(wanted)]
-        out: dict[TagPath, BucketSeries] = {}
-        lo = 0
-        for run in pc.value_counts(table.column(0)).to_pylist():  # rows are ordered by tag_id
-            tag, hi = paths[run["values"]], lo + run["counts"]
-            out[tag] = BucketSeries(tag, bucket_s, start_col[lo:hi],
-                                    **{a: col[lo:hi] for a, col in data})
-            lo = hi
-        return out
+        return BucketTable(table, paths, origin, width, bucket_s, wanted)
 
     async def latest(self, tags: Sequence[TagPath]) -> dict[TagPath, Point]:
         """The newest point of each tag (from the ``latest`` table, no history scan)."""
@@ -439,6 +442,39 @@ class DuckDBHistorian(AbstractHistorian):
                 us, value, quality = rows[0]
                 return Point(tag, from_epoch_us(us), value, quality)
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class BucketTable:
+    """A bucket query's result as DuckDB gave it: rows (tag_id, k, aggregates…) ordered by
+    tag_id and k, with what it takes to turn them into `BucketSeries`."""
+
+    table: pa.Table | None
+    paths: dict[int, TagPath]
+    origin: int
+    width: int
+    bucket_s: int
+    wanted: tuple[str, ...]
+
+
+def series_from_table(r: BucketTable) -> dict[TagPath, BucketSeries]:
+    """The `BucketSeries` of each tag in a `BucketTable`."""
+    table = r.table
+    if table is None:
+        return {}
+    # bucket number -> start, converted once per distinct bucket (all tags share them)
+    starts = {k: from_epoch_us(r.origin + k * r.width)
+              for k in pc.unique(table.column(1)).to_pylist()}
+    start_col = tuple(map(starts.__getitem__, table.column(1).to_pylist()))
+    data = [(a, tuple(table.column(i + 2).to_pylist())) for i, a in enumerate(r.wanted)]
+    out: dict[TagPath, BucketSeries] = {}
+    lo = 0
+    for run in pc.value_counts(table.column(0)).to_pylist():  # rows are ordered by tag_id
+        tag, hi = r.paths[run["values"]], lo + run["counts"]
+        out[tag] = BucketSeries(tag, r.bucket_s, start_col[lo:hi],
+                                **{a: col[lo:hi] for a, col in data})
+        lo = hi
+    return out
 
 
 def _minute_spans(ts_us: list[int]) -> list[tuple[int, int]]:

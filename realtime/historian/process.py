@@ -88,6 +88,8 @@ def _serve(conn: Connection, factory: HistorianFactory) -> None:
             if method == "close":
                 break
             try:
+                if method == "buckets" and hasattr(historian, "bucket_table"):
+                    method = "bucket_table"  # sent as Arrow, converted by the parent
                 if method == "write" and hasattr(historian, "write_columns"):
                     method, args = "write_columns", args[0]  # no Point objects to rebuild
                 elif method == "write":
@@ -245,9 +247,15 @@ class HistorianProcess(AbstractHistorian):
     async def buckets(self, tags: Sequence[TagPath], start: dt.datetime, end: dt.datetime,
                       bucket_s: int, aggregates: Sequence[str] = AGGREGATES,
                       ) -> dict[TagPath, BucketSeries]:
-        """See `AbstractHistorian.buckets`."""
-        return await self._call(  # type: ignore[no-any-return]
-            "buckets", list(tags), start, end, bucket_s, list(aggregates))
+        """See `AbstractHistorian.buckets`. A backend with `bucket_table` (DuckDB) answers
+        with its Arrow result, converted here: an Arrow table crosses the pipe as a few
+        buffers, where the same answer as Python tuples took ~100 ms more to pickle."""
+        answer = await self._call("buckets", list(tags), start, end, bucket_s, list(aggregates))
+        if isinstance(answer, dict):
+            return answer
+        from realtime.historian.duckdb import series_from_table
+
+        return series_from_table(answer)
 
     async def latest(self, tags: Sequence[TagPath]) -> dict[TagPath, Point]:
         """See `AbstractHistorian.latest`."""
