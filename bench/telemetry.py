@@ -55,7 +55,7 @@ async def pipeline_rate(tmp: Path, n_tags: int, total: int,
     await historian.start()
     buffer = StoreAndForward(historian, tmp / "a-buffer.sqlite3")
     await buffer.start()
-    writer = HistorianWriter(buffer, max_batch=20_000, flush_interval_s=0.2)
+    writer = HistorianWriter(buffer, max_batch=50_000, flush_interval_s=0.2)
     await writer.start()
     pipe = Pipeline(store, Broadcast(), writer.sink)
     t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
