@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -32,7 +33,12 @@ class _Writes(Protocol):
 def _point(c: Change) -> Point:
     v = c.new.value
     number = float(v) if isinstance(v, int | float) else None  # bools become 0.0 / 1.0
-    return Point(c.path, c.new.source_ts, number, int(c.new.quality))
+    ts = c.new.source_ts
+    if ts.tzinfo is dt.UTC and number == number:  # what Point would check, already true:
+        # built as the tuple it is, skipping the validating constructor (a tenth of the
+        # pipeline's per-point cost); quality is a Quality, a UInt32 status code by type
+        return tuple.__new__(Point, (c.path, ts, number, int(c.new.quality)))
+    return Point(c.path, ts, number, int(c.new.quality))
 
 
 class HistorianWriter:
