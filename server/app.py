@@ -33,6 +33,7 @@ from schema.context import Context, Services
 from schema.schema import Limits, build_schema
 from server.alarms import Alarms
 from server.control import Control
+from server.integrators import Integrators
 from server.notifications import Notifications
 from server.push import PushEndpoint
 from server.settings import HistorianKind, Settings
@@ -173,6 +174,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     on_events=notifications.on_events if notifications else None)
     control = Control(db, bus, telemetry.store,
                       lambda: telemetry.field.write if telemetry.field is not None else None)
+    integrators = (Integrators(db, telemetry.store, control, host=settings.opcua_server_host,
+                               port=settings.opcua_server_port,
+                               cert_dir=settings.var_dir / "pki" / "integrator-server",
+                               historian=historian, bus=bus,
+                               allow_anonymous=settings.opcua_server_anonymous)
+                   if settings.opcua_server_port is not None else None)
     cache = (ResponseCache(settings.response_cache_size, settings.response_cache_version_ttl_s)
              if settings.response_cache_size else None)
     services = Services(
@@ -227,6 +234,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await telemetry.start()
         await alarms.start()
         await control.start()
+        if integrators is not None:
+            await integrators.start()
         if notifications is not None:
             await notifications.start()
         gc.collect()
@@ -236,6 +245,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             if notifications is not None:
                 await notifications.stop()
+            if integrators is not None:
+                await integrators.stop()
             await control.stop()
             await alarms.stop()
             await telemetry.stop()
@@ -257,5 +268,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.telemetry = telemetry
     app.state.alarms = alarms
     app.state.control = control
+    app.state.integrators = integrators
     app.state.notifications = notifications
     return app

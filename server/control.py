@@ -113,6 +113,10 @@ class Control:
             return Impact(method="none", detail="the network graph is not loaded yet")
         return await self._predictor.predict(target, action, value)
 
+    def find(self, asset_id: str) -> Target | None:
+        """The commandable asset with this id, whatever its kind."""
+        return next((t for (_, a), t in self._targets.items() if a == asset_id), None)
+
     def target(self, kind: TargetKind, asset_id: str) -> Target | None:
         """`TargetDirectory`: a commandable asset."""
         return self._targets.get((kind, asset_id))

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     notify_channels: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Channel name -> spec, e.g. {\"email\": {\"type\": "
         "\"smtp\", \"host\": ..., \"port\": 25, \"sender\": ...}} (secrets from the environment)")
+    opcua_server_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Serve OPC UA to SCADA integrators on this port "
+        "(Basic256Sha256 only; off when unset)")
+    opcua_server_host: str = Field(default="127.0.0.1", description="Where the OPC UA server listens")
+    opcua_server_anonymous: bool = Field(default=False,
+                                         description="Let anonymous OPC UA sessions read")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     secret_key: SecretStr | None = Field(default=None, description="Token signing key")

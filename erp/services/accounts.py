@@ -27,6 +27,9 @@ from erp.services import audit
 
 __all__ = [
     "IssuedToken",
+    "LoginEntry",
+    "login_directory",
+    "password_matches",
     "authenticate_bearer",
     "check_password",
     "create_api_token",
@@ -105,6 +108,33 @@ async def check_password(session: AsyncSession, username: str, password: str) ->
 
 
 _DUMMY_HASH = _HASHER.hash("not-a-real-password-for-timing")
+
+
+@dataclass(frozen=True, slots=True)
+class LoginEntry:
+    """What a synchronous login check needs (OPC UA's user manager cannot await the database)."""
+
+    password_hash: str | None
+    role: str
+    areas: frozenset[str] | None  # None = all areas
+    active: bool
+
+
+async def login_directory(session: AsyncSession) -> dict[str, LoginEntry]:
+    """Every user's login facts, by user name (refreshed by the caller now and then)."""
+    users = (await session.execute(select(User))).scalars().all()
+    return {u.username: LoginEntry(u.password_hash, u.role,
+                                   None if u.all_areas else frozenset(a.id for a in u.areas),
+                                   u.active) for u in users}
+
+
+def password_matches(entry: LoginEntry | None, password: str) -> bool:
+    """Whether `password` opens this active account (same cost when there is none)."""
+    try:
+        _HASHER.verify((entry.password_hash if entry else None) or _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return False
+    return entry is not None and entry.active and entry.password_hash is not None
 
 
 def issue_access_token(user: User, key: str, ttl_s: int,

@@ -105,3 +105,77 @@ def test_the_audit_log_holds_every_step(live: LiveServer) -> None:
     for step in ("command.selected", "command.operate", "command.written", "command.succeeded",
                  "command.refused", "command.cancelled"):
         assert step in ops, (step, ops)
+
+
+# --------------------------------------------------------------------------- over OPC UA
+
+
+@pytest.fixture(scope="module")
+def live_opcua(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The same field, with the integrators' OPC UA server on."""
+    from tests._services import free_port
+
+    var = tmp_path_factory.mktemp("control-opcua")
+    url = f"sqlite+aiosqlite:///{var / 'gasops.sqlite3'}"
+    _seed(url)
+    server = start_live_server(var, url, simulate_field=True, poll_period_s=0.2,
+                               opcua_server_port=free_port())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_select_and_operate_over_opcua_run_the_same_pipeline(
+        live_opcua: LiveServer, tmp_path: Any) -> None:
+    import json
+
+    from asyncua import Client, ua
+    from asyncua.crypto import security_policies
+
+    from opcua._security import generate_certificate
+    from opcua.server import NAMESPACE_URI
+    from tests._live import PASSWORD
+    from tests.integration.test_opcua_server import call_raw
+
+    live = live_opcua
+    assert _wait_value(live, "valve/V-R1/position") == 100.0
+    integrators = live.server.config.app.state.integrators
+    pair = generate_certificate(tmp_path, "e2e-client", application_uri="urn:gasops:e2e-client")
+
+    async def session(user: str) -> Client:
+        client = Client(integrators.server.endpoint, timeout=40)
+        client.application_uri = "urn:gasops:e2e-client"
+        await client.set_security(security_policies.SecurityPolicyBasic256Sha256,
+                                  str(pair.certificate), str(pair.private_key),
+                                  server_certificate=str(integrators.server.certificate),
+                                  mode=ua.MessageSecurityMode.SignAndEncrypt)
+        client.set_user(user)
+        client.set_password(PASSWORD)
+        await client.connect()
+        return client
+
+    client = await session("operator")
+    try:
+        ns = await client.get_namespace_index(NAMESPACE_URI)
+        valve = client.get_node(ua.NodeId("asset/V-R1", ns))
+        selected = await call_raw(client, valve, "Select", ua.Variant("set_position"),
+                                  ua.Variant(92.0), ua.Variant("integrator test"))
+        assert selected.StatusCode.is_good(), selected
+        command_id = json.loads(selected.OutputArguments[0].Value)["command_id"]
+        operated = await call_raw(client, valve, "Operate", ua.Variant(command_id))
+        outcome = json.loads(operated.OutputArguments[0].Value)
+        assert operated.StatusCode.is_good() and outcome["state"] == "succeeded", outcome
+    finally:
+        await client.disconnect()
+    crew = await session("crew")
+    try:
+        ns = await crew.get_namespace_index(NAMESPACE_URI)
+        refused = await call_raw(crew, crew.get_node(ua.NodeId("asset/V-R1", ns)), "Select",
+                                 ua.Variant("close"), ua.Variant(0.0), ua.Variant("x"))
+        assert refused.StatusCode.value == ua.StatusCodes.BadUserAccessDenied
+    finally:
+        await crew.disconnect()
+    assert abs(_value(live, "valve/V-R1/position") - 92.0) <= 2.0
+    commands = live.gql("{ commands { assetId state user } }", role="dispatcher")["data"]["commands"]
+    assert {"assetId": "V-R1", "state": "succeeded", "user": "operator"} in commands
