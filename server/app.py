@@ -173,7 +173,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     alarms = Alarms(db, bus, telemetry.store,
                     on_events=notifications.on_events if notifications else None)
     control = Control(db, bus, telemetry.store,
-                      lambda: telemetry.field.write if telemetry.field is not None else None)
+                      lambda: telemetry.field.write if telemetry.field is not None else None,
+                      select_ttl_s=settings.command_select_ttl_s,
+                      readback_timeout_s=settings.command_readback_timeout_s)
     integrators = (Integrators(db, telemetry.store, control, host=settings.opcua_server_host,
                                port=settings.opcua_server_port,
                                cert_dir=settings.var_dir / "pki" / "integrator-server",

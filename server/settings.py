@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     notify_channels: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Channel name -> spec, e.g. {\"email\": {\"type\": "
         "\"smtp\", \"host\": ..., \"port\": 25, \"sender\": ...}} (secrets from the environment)")
+    command_select_ttl_s: float = Field(default=30.0, gt=0,
+                                        description="How long a selected command holds its target")
+    command_readback_timeout_s: float = Field(
+        default=90.0, gt=0, description="How long a command waits for the device to report the "
+        "new state (a valve actuator strokes in about a minute)")
     opcua_server_port: int | None = Field(
         default=None, ge=0, le=65535, description="Serve OPC UA to SCADA integrators on this port "
         "(Basic256Sha256 only; off when unset)")
