@@ -128,6 +128,14 @@ class CommandPipeline:
         """End a lockout."""
         self._lockouts.pop((kind, asset_id), None)
 
+    def lockout(self, kind: TargetKind, asset_id: str) -> str | None:
+        """Why the target is locked out, or None."""
+        return self._lockouts.get((kind, asset_id))
+
+    def target(self, kind: TargetKind, asset_id: str) -> Target | None:
+        """A commandable target (from the directory port)."""
+        return self._targets.target(kind, asset_id)
+
     # ------------------------------------------------------------------ steps
 
     async def select(self, operator: Operator, kind: TargetKind, asset_id: str, action: Action,

@@ -14,9 +14,10 @@ from strawberry.types import Info
 
 from control.model import COMMANDS_TOPIC, Action, Command, Operator, TargetKind
 from control.pipeline import CommandPipeline, CommandRefused
+from erp.services import audit
 from schema.context import Context
 from schema.errors import Forbidden
-from schema.permissions import Can, refusal
+from schema.permissions import Can, actor_of, refusal
 
 __all__ = ["COMMAND_MUTATIONS", "CommandQuery", "CommandSubscription"]
 
@@ -138,7 +139,71 @@ async def cancel_command(info: Info[Context, Any], command_id: str,
                        lambda p, op: p.cancel(op, command_id, reason))
 
 
+@strawberry.type(description="The asset is in maintenance, or back in service.")
+class MaintenanceSuccess:
+    asset_id: str
+    in_maintenance: bool
+    alarms_suppressed: int = strawberry.field(description="Alarms of the asset whose mode "
+                                                          "changed")
+
+
+MaintenanceResult = Annotated[MaintenanceSuccess | CommandRefusal | Forbidden,
+                              strawberry.union("MaintenanceResult")]
+
+
+async def _maintenance(info: Info[Context, Any], target_kind: str, asset_id: str, reason: str,
+                       start: bool) -> Any:
+    operation = "maintenance.start" if start else "maintenance.end"
+    denied = await refusal(info, "maintenance.write", operation)
+    if denied is not None:
+        return denied
+    pipeline, engine = _pipeline(info), info.context.services.alarms
+    try:
+        kind = TargetKind(target_kind)
+    except ValueError:
+        return CommandRefusal(message=f"unknown target kind {target_kind!r}", rule="action")
+    target = pipeline.target(kind, asset_id) if pipeline is not None else None
+    if pipeline is None or target is None:
+        return CommandRefusal(message=f"no {target_kind} {asset_id!r}", rule="target")
+    if not _visible(info, target.area_id):
+        return CommandRefusal(message=f"{asset_id} is outside your areas", rule="area")
+    if start and not reason.strip():
+        return CommandRefusal(message="maintenance needs a reason (e.g. the work order)",
+                              rule="reason")
+    user = info.context.principal.username if info.context.principal else "?"
+    if start:
+        pipeline.lock_out(kind, asset_id, reason)
+        events = engine.suppress(asset_id, user, reason) if engine is not None else []
+    else:
+        pipeline.release(kind, asset_id)
+        events = engine.unsuppress(asset_id, user, reason) if engine is not None else []
+
+    async with info.context.services.db.begin() as s:
+        await audit.record(s, actor_of(info.context), audit.AuditEntry(
+            operation, [f"{target_kind}:{asset_id}"],
+            {"in_maintenance": {"before": not start, "after": start}, "reason": reason,
+             "alarms": [e.alarm_id for e in events]}))
+    return MaintenanceSuccess(asset_id=asset_id, in_maintenance=start,
+                              alarms_suppressed=len(events))
+
+
+async def start_maintenance(info: Info[Context, Any], target_kind: str, asset_id: str,
+                            reason: str) -> MaintenanceResult:
+    return await _maintenance(info, target_kind, asset_id, reason, True)
+
+
+async def end_maintenance(info: Info[Context, Any], target_kind: str, asset_id: str,
+                          reason: str = "") -> MaintenanceResult:
+    return await _maintenance(info, target_kind, asset_id, reason, False)
+
+
 COMMAND_MUTATIONS: list[Any] = [
+    strawberry.mutation(resolver=start_maintenance,
+                        description="Put an asset in maintenance: no command may reach it and "
+                                    "its alarms are suppressed by design (work orders call this)."),
+    strawberry.mutation(resolver=end_maintenance,
+                        description="End maintenance: commands allowed again; alarms show their "
+                                    "condition as it is now."),
     strawberry.mutation(resolver=select_command,
                         description="Select a command: checks, predicted impact, and the target "
                                     "reserved for you for 30 s."),

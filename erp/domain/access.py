@@ -59,6 +59,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "control.operate": frozenset({Role.admin, Role.dispatcher, Role.operator}),
     # Approve another person's high-impact command (four-eyes).
     "control.approve": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
+    # Put assets in maintenance (commands locked out, alarms suppressed) and back.
+    "maintenance.write": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
     # See commands and their live steps.
     "commands.read": _STAFF | {Role.integrator},
     # Live registry change feed.

@@ -26,6 +26,8 @@ MATRIX: dict[str, frozenset[Role]] = {
     **{name: frozenset({Role.admin, Role.dispatcher, Role.operator})
        for name in ("selectCommand", "operateCommand", "cancelCommand")},
     "approveCommand": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
+    **{name: frozenset({Role.admin, Role.dispatcher, Role.engineer})
+       for name in ("startMaintenance", "endMaintenance")},
     **{f"{verb}{kind}": REGISTRY_WRITERS
        for verb in ("create", "update", "retire")
        for kind in ("Node", "Pipe", "Station", "Valve", "SkzStation", "ServicePoint", "Meter",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests._live import LiveServer, start_live_server
+from tests.e2e.test_alarms_api import _seed_alarms
 from tests.e2e.test_field_demo import _seed
 
 COMMAND = "command { id state outcome needsApproval checks impact { consumersCutOff method } }"
@@ -26,6 +27,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     var = tmp_path_factory.mktemp("control")
     url = f"sqlite+aiosqlite:///{var / 'gasops.sqlite3'}"
     _seed(url)
+    _seed_alarms(url)
     server = start_live_server(var, url, simulate_field=True, poll_period_s=0.2)
     try:
         yield server
@@ -179,3 +181,28 @@ async def test_select_and_operate_over_opcua_run_the_same_pipeline(
     assert abs(_value(live, "valve/V-R1/position") - 92.0) <= 2.0
     commands = live.gql("{ commands { assetId state user } }", role="dispatcher")["data"]["commands"]
     assert {"assetId": "V-R1", "state": "succeeded", "user": "operator"} in commands
+
+
+def test_maintenance_locks_out_commands_and_suppresses_alarms(live: LiveServer) -> None:
+    start = live.gql('mutation { startMaintenance(targetKind: "valve", assetId: "V-R1", '
+                     'reason: "WO-17: actuator gearbox") { __typename ... on MaintenanceSuccess '
+                     '{ inMaintenance alarmsSuppressed } } }', role="engineer")
+    assert start["data"]["startMaintenance"] == {"__typename": "MaintenanceSuccess",
+                                                 "inMaintenance": True, "alarmsSuppressed": 2}
+    locked = _select(live, "operator", "valve", "V-R1", "set_position", 50.0)
+    assert locked["__typename"] == "CommandRefusal" and locked["rule"] == "lockout"
+    assert "WO-17" in locked["message"]
+    alarms = live.gql('{ activeAlarms(includeNormal: true) { id mode } }', role="operator")
+    modes = {a["id"]: a["mode"] for a in alarms["data"]["activeAlarms"]
+             if a["id"].startswith("valve/V-R1/")}
+    assert modes and set(modes.values()) == {"suppressed"}
+    crew = live.gql('mutation { endMaintenance(targetKind: "valve", assetId: "V-R1") '
+                    '{ __typename } }', role="crew")
+    assert crew["data"]["endMaintenance"]["__typename"] == "Forbidden"
+    end = live.gql('mutation { endMaintenance(targetKind: "valve", assetId: "V-R1") '
+                   '{ __typename ... on MaintenanceSuccess { inMaintenance } } }', role="engineer")
+    assert end["data"]["endMaintenance"]["inMaintenance"] is False
+    again = _select(live, "operator", "valve", "V-R1", "set_position", 97.0)
+    assert again["__typename"] == "CommandSuccess", again
+    live.gql('mutation($id: String!) { cancelCommand(commandId: $id) { __typename } }',
+             {"id": again["command"]["id"]}, role="operator")
