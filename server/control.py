@@ -196,7 +196,8 @@ class Control:
                     await audit.record(s, audit.Actor(e.user, e.role), audit.AuditEntry(
                         f"command.{e.step}", targets,
                         {"state": e.state.value if e.state else None, **e.detail},
-                        outcome="refused" if e.step == "refused" else "ok"), now=e.ts)
+                        outcome=e.step if e.step in ("refused", "failed", "expired") else "ok"),
+                        now=e.ts)
             for _ in batch:
                 self._audit.popleft()
 

@@ -6,18 +6,34 @@ correctors count volume at the current flow, which follows a daily demand curve 
 rectifiers hold the polarization potential near their set-point; valve actuators drive their
 position feedback toward the last commanded position at their stroke rate. A device simulator is a
 device, so this is the one place besides the driver that imports pymodbus.
+
+Fault injection, for tests and demos of what the control room sees when a device misbehaves
+(both hooks are plain calls on the plant's event loop and take effect at the next request or
+step; call them again to restore):
+- `set_local(unit, True)`: a valve actuator's selector goes to LOCAL. Its status word's `remote`
+  bit clears, its motor stops, and it ignores position commands: a write to the command register
+  is acknowledged as usual, but the position does not move, and the command register tracks the
+  position from the next step on (so a command written in LOCAL is dropped, never executed on the
+  return to REMOTE). `set_local(unit, False)` turns the selector back to REMOTE.
+- `reject_writes(unit, exception_code=4)`: the device answers every write request (functions 5,
+  6, 15, 16, 22, 23) with that Modbus exception (4 = server device failure) and stores nothing;
+  reads go on as before. `reject_writes(unit, None)` makes it accept writes again. It runs in
+  the pymodbus simulator's per-device `action` hook, which sees each request before the
+  datastore does, so the exception is a real exception response on the wire.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import random
 from dataclasses import dataclass, field
 
 from pymodbus import FramerType
+from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
@@ -36,6 +52,8 @@ __all__ = ["ModbusPlant", "PlantDevice"]
 log = logging.getLogger(__name__)
 REGISTERS = 256
 VALVE_STROKE_S = 60.0  # a full 0 → 100 % stroke of a valve actuator, typical for line valves
+# write coil, write register, write coils, write registers, mask write, read/write registers
+WRITE_FUNCTIONS = frozenset({5, 6, 15, 16, 22, 23})
 
 
 @dataclass
@@ -47,6 +65,9 @@ class PlantDevice:
     base_flow_m3h: float = 100.0  # correctors: mean standard flow
     stroke_s: float = VALVE_STROKE_S  # valve actuators: seconds for a full stroke
     values: dict[str, float] = field(default_factory=dict)
+    # fault injection (`ModbusPlant.set_local`, `ModbusPlant.reject_writes`)
+    local: bool = False  # valve actuators: selector in LOCAL, Modbus commands ignored
+    write_exception: int | None = None  # answer writes with this Modbus exception code
 
 
 def _demand(hour: float) -> float:
@@ -56,11 +77,11 @@ def _demand(hour: float) -> float:
                 -((hour - 3.5) ** 2) / 6.0))
 
 
-def _valve_status(v: dict[str, float], direction: int) -> float:
+def _valve_status(v: dict[str, float], direction: int, remote: bool = True) -> float:
     """The actuator's status word (smart-valve-actuator map) for `direction` +1 opening, -1
-    closing, 0 at rest: moving, opening, closing, end positions, remote (always: the demo's
-    valves are all in remote) and fault (never)."""
-    word = 1 << 5  # remote
+    closing, 0 at rest: moving, opening, closing, end positions, remote (unless the selector is
+    in LOCAL, see `ModbusPlant.set_local`) and fault (never)."""
+    word = 1 << 5 if remote else 0
     if direction:
         word |= 1 | (1 << 1 if direction > 0 else 1 << 2)
     if v["position"] >= 100.0:
@@ -94,7 +115,42 @@ class ModbusPlant:
                 d.values.update(self._skz_initial())
             elif d.model.startswith("smart-valve"):
                 d.values.update(position=100.0, position_command=100.0, torque=0.0)
-                d.values["status"] = _valve_status(d.values, 0)
+                d.values["status"] = _valve_status(d.values, 0, remote=not d.local)
+
+    # ------------------------------------------------------------------ fault injection
+
+    def set_local(self, unit: int, local: bool = True) -> None:
+        """Turn valve actuator `unit`'s selector to LOCAL (or back to REMOTE with `local=False`):
+        in LOCAL the `remote` status bit is false, the motor stops and position commands are
+        acknowledged but ignored (see the module docstring). Raises KeyError for an unknown
+        unit, ValueError for a device that is not a valve actuator."""
+        d = self.devices[unit]
+        if not d.model.startswith("smart-valve"):
+            raise ValueError(f"unit {unit} is a {d.model}, not a valve actuator")
+        d.local = local
+        if local:
+            d.values["torque"] = 0.0
+        d.values["status"] = _valve_status(d.values, 0, remote=not local)
+
+    def reject_writes(self, unit: int, exception_code: int | None = ExcCodes.DEVICE_FAILURE) -> None:
+        """Make device `unit` answer every write with Modbus exception `exception_code` (1..8,
+        0x0A, 0x0B; default 4, server device failure), or accept writes again with None. Raises
+        KeyError for an unknown unit, ValueError for a code Modbus does not define."""
+        d = self.devices[unit]
+        d.write_exception = None if exception_code is None else int(ExcCodes(exception_code))
+
+    async def _on_request(self, unit: int, function_code: int, _start: int, _address: int,
+                          _count: int, _registers: list[int],
+                          set_values: list[int] | list[bool] | None) -> ExcCodes | None:
+        """pymodbus's per-device `action` hook: runs before the datastore serves a request
+        (also the plant's own `async_getValues`/`async_setValues`, which use functions 3 and 4,
+        never a write function)."""
+        code = self.devices[unit].write_exception
+        if code is not None and set_values is not None and function_code in WRITE_FUNCTIONS:
+            return ExcCodes(code)
+        return None
+
+    # ------------------------------------------------------------------ plant
 
     @staticmethod
     def _skz_initial() -> dict[str, float]:
@@ -105,7 +161,7 @@ class ModbusPlant:
 
     async def start(self) -> None:
         """Serve on 127.0.0.1:port and start moving the values."""
-        sims = [SimDevice(id=unit, simdata=(
+        sims = [SimDevice(id=unit, action=functools.partial(self._on_request, unit), simdata=(
             [SimData(0, values=[False] * REGISTERS, datatype=SimType.BITS)],
             [SimData(0, values=[False] * REGISTERS, datatype=SimType.BITS)],
             [SimData(0, values=[0] * REGISTERS, datatype=SimType.REGISTERS)],
@@ -159,8 +215,13 @@ class ModbusPlant:
                 self._step_valve(d, dt_s)
 
     def _step_valve(self, d: PlantDevice, dt_s: float) -> None:
-        """Drive the position toward the command (clamped to 0..100 %) at the stroke rate."""
+        """Drive the position toward the command (clamped to 0..100 %) at the stroke rate; in
+        LOCAL stand still, with the command tracking the position."""
         v = d.values
+        if d.local:
+            v["position_command"], v["torque"] = v["position"], 0.0
+            v["status"] = _valve_status(v, 0, remote=False)
+            return
         target = min(100.0, max(0.0, v["position_command"]))
         travel = target - v["position"]
         reach = 100.0 * dt_s / d.stroke_s

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.constants import ExcCodes
 
 from realtime.drivers._modbus_maps import (
     Framing,
@@ -13,7 +16,7 @@ from realtime.drivers._modbus_maps import (
     PointRef,
     builtin_map,
 )
-from realtime.drivers.modbus import ModbusDriver
+from realtime.drivers.modbus import DeviceException, ModbusDriver
 from realtime.model import TagValue
 from realtime.simulators.modbus_plant import ModbusPlant, PlantDevice
 from tests._services import free_port
@@ -102,4 +105,128 @@ async def test_valve_actuator_strokes_toward_a_written_command_at_its_rate() -> 
         assert s["moving"] and s["opening"] and not s["closing"] and not s["closed_limit"]
     finally:
         await driver.close()
+        await plant.stop()
+
+
+# --------------------------------------------------------------------------- fault injection
+
+
+@pytest.mark.parametrize("rtu", [False, True], ids=["tcp", "rtu"])
+async def test_a_device_set_to_reject_writes_answers_with_the_modbus_exception(rtu: bool) -> None:
+    port = free_port()
+    plant = ModbusPlant([PlantDevice(1, "skz-rectifier"), PlantDevice(2, "skz-rectifier")], port,
+                        rtu=rtu, period_s=3600.0)  # the test drives absorb/step/publish itself
+    await plant.start()
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0,
+                                  framer=FramerType.RTU if rtu else FramerType.SOCKET)
+    mode = builtin_map("skz-rectifier").point("mode").address
+    try:
+        assert await client.connect()
+        plant.reject_writes(1)  # default: exception 4, server device failure
+        for write in (client.write_register(mode, 1, device_id=1),
+                      client.write_registers(mode, [1], device_id=1),
+                      client.write_coil(0, False, device_id=1)):
+            refused = await write
+            assert refused.isError() and refused.exception_code == ExcCodes.DEVICE_FAILURE, refused
+        plant.reject_writes(1, 6)  # any exception code Modbus defines
+        refused = await client.write_register(mode, 1, device_id=1)
+        assert refused.isError() and refused.exception_code == ExcCodes.DEVICE_BUSY
+        with pytest.raises(ValueError):
+            plant.reject_writes(1, 9)
+        with pytest.raises(KeyError):
+            plant.reject_writes(7)
+        read = await client.read_holding_registers(mode, count=1, device_id=1)
+        assert not read.isError() and read.registers == [2]  # reads go on; nothing was stored
+        await plant.absorb_writes()
+        plant.step(1.0)
+        await plant.publish()  # the plant's own datastore access is not a client write
+        assert plant.devices[1].values["mode"] == 2.0
+        other = await client.write_register(mode, 0, device_id=2)  # only unit 1 refuses
+        assert not other.isError(), other
+        plant.reject_writes(1, None)
+        accepted = await client.write_register(mode, 1, device_id=1)
+        assert not accepted.isError(), accepted
+        await plant.absorb_writes()
+        assert plant.devices[1].values["mode"] == 1.0 and plant.devices[2].values["mode"] == 0.0
+    finally:
+        client.close()
+        await plant.stop()
+
+
+async def test_the_driver_reports_a_rejected_write_as_a_device_exception() -> None:
+    port = free_port()
+    plant = ModbusPlant([PlantDevice(2, "skz-rectifier")], port, rtu=True, period_s=0.05)
+    await plant.start()
+    driver = ModbusDriver(ModbusLine("127.0.0.1", port, framing=Framing.RTU),
+                          [ModbusDevice("skz", 2, builtin_map("skz-rectifier"))],
+                          {"skz/S1/mode": PointRef("skz", "mode")})
+    try:
+        await driver.connect()
+        plant.reject_writes(2, 4)
+        with pytest.raises(DeviceException, match="refused with exception 0x04") as refused:
+            await driver.write("skz/S1/mode", 1)
+        assert refused.value.code == 4
+        after = (await driver.read(["skz/S1/mode"]))["skz/S1/mode"]
+        assert after.quality.is_good and after.value == 2  # the line stays up, the mode unchanged
+        plant.reject_writes(2, None)
+        await driver.write("skz/S1/mode", 1)
+        await asyncio.sleep(0.2)
+        assert (await driver.read(["skz/S1/mode"]))["skz/S1/mode"].value == 1
+    finally:
+        await driver.close()
+        await plant.stop()
+
+
+async def test_a_valve_actuator_in_local_keeps_its_position_and_reports_not_remote() -> None:
+    port = free_port()
+    plant = ModbusPlant([PlantDevice(3, "smart-valve-actuator"), PlantDevice(4, "skz-rectifier")],
+                        port, period_s=3600.0)  # the test drives absorb/step/publish itself
+    await plant.start()
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
+    vmap = builtin_map("smart-valve-actuator")
+    command, status = vmap.point("position_command").address, vmap.point("status").address
+
+    async def advance(seconds: float) -> dict[str, object]:
+        await plant.absorb_writes()
+        plant.step(seconds)
+        await plant.publish()
+        regs = await client.read_input_registers(0, count=3, device_id=3)
+        cmd = await client.read_holding_registers(command, count=1, device_id=3)
+        assert not (regs.isError() or cmd.isError()), (regs, cmd)
+        word = regs.registers[status]
+        return {"position": regs.registers[0] / 10, "torque": regs.registers[1] / 10,
+                "moving": bool(word & 1), "remote": bool(word & 1 << 5),
+                "command": cmd.registers[0] / 10}
+
+    try:
+        assert await client.connect()
+        await client.write_register(command, 500, device_id=3)  # 50.0 %
+        s = await advance(15.0)  # 25 % of travel
+        assert s["position"] == pytest.approx(75.0, abs=0.1) and s["moving"] and s["remote"]
+        plant.set_local(3)  # the selector goes to LOCAL mid-stroke: the motor stops
+        s = await advance(15.0)
+        assert s["position"] == pytest.approx(75.0, abs=0.1)
+        assert not s["moving"] and not s["remote"] and s["torque"] == 0.0
+        assert s["command"] == pytest.approx(75.0, abs=0.1)  # the command tracks the position
+        written = await client.write_register(command, 100, device_id=3)  # 10.0 %
+        assert not written.isError(), written  # acknowledged, like a real actuator's interface
+        written_back = await client.read_holding_registers(command, count=1, device_id=3)
+        assert written_back.registers == [100]
+        for _ in range(4):
+            s = await advance(15.0)  # long enough to have closed the valve in REMOTE
+            assert s["position"] == pytest.approx(75.0, abs=0.1), s
+            assert not s["moving"] and not s["remote"]
+        assert s["command"] == pytest.approx(75.0, abs=0.1)  # the command written in LOCAL is gone
+        plant.set_local(3, False)
+        s = await advance(15.0)  # back in REMOTE: the dropped command is not executed
+        assert s["remote"] and not s["moving"] and s["position"] == pytest.approx(75.0, abs=0.1)
+        await client.write_register(command, 450, device_id=3)
+        s = await advance(15.0)
+        assert s["position"] == pytest.approx(50.0, abs=0.1) and s["moving"] and s["remote"]
+        with pytest.raises(ValueError):
+            plant.set_local(4)  # a rectifier has no LOCAL/REMOTE selector here
+        with pytest.raises(KeyError):
+            plant.set_local(9)
+    finally:
+        client.close()
         await plant.stop()
