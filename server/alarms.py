@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import itertools
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +28,7 @@ from realtime.alarms.model import ALARMS_TOPIC, AlarmEvent, definition_from_reco
 from realtime.bus import AbstractBus
 from realtime.model import TagPath
 from realtime.store import TagStore
+from server.outbox import Outbox
 
 __all__ = ["ALARMS_TOPIC", "Alarms"]
 
@@ -53,12 +52,14 @@ class Alarms:
         self._clock = clock
         self._on_events = on_events
         self.engine = AlarmEngine(clock=clock, sink=self._sink, last_update=self._last_update)
-        self._journal: deque[AlarmEvent] = deque()
-        self._wakeup = asyncio.Event()
-        self._flushing = asyncio.Lock()  # the writer task and an explicit flush, one at a time
+        self._journal: Outbox[AlarmEvent] = Outbox(self._append, name="alarm-journal", log=log)
         self._tasks: list[asyncio.Task[None]] = []
         self._unlisten: Callable[[], None] | None = None
-        self.journal_failures = 0
+
+    @property
+    def journal_failures(self) -> int:
+        """Journal writes that failed (and were retried) since start."""
+        return self._journal.failures
 
     def _last_update(self, path: TagPath) -> dt.datetime | None:
         state = self._store.get(path)
@@ -83,8 +84,8 @@ class Alarms:
         self._unlisten = self._store.listen(self.engine.on_changes)
         # values that arrived before we listened (a steady value makes no new change)
         self.engine.on_values({p: st.value for p, st in self._store.snapshot().items()})
-        self._tasks = [asyncio.create_task(self._write_journal(), name="alarm-journal"),
-                       asyncio.create_task(self._tick(), name="alarm-tick")]
+        self._journal.start()
+        self._tasks = [asyncio.create_task(self._tick(), name="alarm-tick")]
 
     async def stop(self) -> None:
         """Stop listening, stop the tick, write what is still queued; idempotent."""
@@ -96,47 +97,22 @@ class Alarms:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        with contextlib.suppress(Exception):
-            await self.flush()
-        if self._journal:
-            log.error("alarms: %d journal events could not be written at shutdown",
-                      len(self._journal))
+        await self._journal.close()
 
     def _sink(self, events: list[AlarmEvent]) -> None:
         for e in events:
             self._bus.publish(ALARMS_TOPIC, e.to_message())
         self._journal.extend(events)
-        self._wakeup.set()
         if self._on_events is not None:
             self._on_events(events)
 
     async def flush(self) -> None:
         """Append everything queued to the journal (in order), in batches."""
-        async with self._flushing:
-            await self._flush()
+        await self._journal.flush()
 
-    async def _flush(self) -> None:
-        while self._journal:
-            batch = list(itertools.islice(self._journal, 500))
-            async with self._db.begin() as s:
-                await alarm_service.append_alarm_events(s, [e.to_record() for e in batch])
-            for _ in batch:
-                self._journal.popleft()
-
-    async def _write_journal(self) -> None:
-        backoff = 0.5
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            try:
-                await self.flush()
-                backoff = 0.5
-            except Exception:  # the database is away: keep the events, try again
-                self.journal_failures += 1
-                log.exception("alarm journal write failed; %d events wait", len(self._journal))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-                self._wakeup.set()
+    async def _append(self, batch: list[AlarmEvent]) -> None:
+        async with self._db.begin() as s:
+            await alarm_service.append_alarm_events(s, [e.to_record() for e in batch])
 
     async def _tick(self) -> None:
         while True:

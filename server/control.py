@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import itertools
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,6 +34,7 @@ from erp.services import audit, network_graph
 from realtime.bus import AbstractBus
 from realtime.model import QualityClass
 from realtime.store import Change, TagStore
+from server.outbox import Outbox
 
 __all__ = ["Control"]
 
@@ -62,9 +61,8 @@ class Control:
         self._clock = clock
         self._stale_factor = stale_factor
         self._targets: dict[tuple[TargetKind, str], Target] = {}
-        self._audit: deque[CommandEvent] = deque()
-        self._wakeup = asyncio.Event()
-        self._flushing = asyncio.Lock()  # the writer task and an explicit flush, one at a time
+        self._audit: Outbox[CommandEvent] = Outbox(self._record, name="command-audit",
+                                                    batch_size=200, log=log)
         self._tasks: list[asyncio.Task[None]] = []
         self._predictor: GraphImpactPredictor | None = None
         # built now (the GraphQL services hold it); targets and the graph load at start
@@ -88,8 +86,8 @@ class Control:
         self._predictor = GraphImpactPredictor.from_rows(
             [Edge(i, a, b, o) for i, a, b, o in graph["edges"]], graph["node_kinds"],
             [ServicePointRef(i, n, c) for i, n, c in graph["service_points"]])
-        self._tasks = [asyncio.create_task(self._write_audit(), name="command-audit"),
-                       asyncio.create_task(self._tick(), name="command-tick")]
+        self._audit.start()
+        self._tasks = [asyncio.create_task(self._tick(), name="command-tick")]
         log.info("control: %d commandable targets", len(self._targets))
 
     async def stop(self) -> None:
@@ -99,11 +97,7 @@ class Control:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        with contextlib.suppress(Exception):
-            await self.flush()
-        if self._audit:
-            log.error("control: %d command events could not be audited at shutdown",
-                      len(self._audit))
+        await self._audit.close()
 
     # ------------------------------------------------------------------ ports
 
@@ -177,43 +171,23 @@ class Control:
 
     def _sink(self, event: CommandEvent) -> None:
         self._bus.publish(COMMANDS_TOPIC, event.to_message())
-        self._audit.append(event)
-        self._wakeup.set()
+        self._audit.extend([event])
 
     async def flush(self) -> None:
         """Write the queued command events to the audit log, in order."""
-        async with self._flushing:
-            await self._flush()
+        await self._audit.flush()
 
-    async def _flush(self) -> None:
-        while self._audit:
-            batch = list(itertools.islice(self._audit, 200))
-            async with self._db.begin() as s:
-                for e in batch:
-                    targets = [f"{e.target_kind}:{e.asset_id}"] if e.asset_id else []
-                    if e.command_id:
-                        targets.append(f"command:{e.command_id}")
-                    await audit.record(s, audit.Actor(e.user, e.role), audit.AuditEntry(
-                        f"command.{e.step}", targets,
-                        {"state": e.state.value if e.state else None, **e.detail},
-                        outcome=e.step if e.step in ("refused", "failed", "expired") else "ok"),
-                        now=e.ts)
-            for _ in batch:
-                self._audit.popleft()
-
-    async def _write_audit(self) -> None:
-        backoff = 0.5
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            try:
-                await self.flush()
-                backoff = 0.5
-            except Exception:
-                log.exception("command audit write failed; %d events wait", len(self._audit))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-                self._wakeup.set()
+    async def _record(self, batch: list[CommandEvent]) -> None:
+        async with self._db.begin() as s:
+            for e in batch:
+                targets = [f"{e.target_kind}:{e.asset_id}"] if e.asset_id else []
+                if e.command_id:
+                    targets.append(f"command:{e.command_id}")
+                await audit.record(s, audit.Actor(e.user, e.role), audit.AuditEntry(
+                    f"command.{e.step}", targets,
+                    {"state": e.state.value if e.state else None, **e.detail},
+                    outcome=e.step if e.step in ("refused", "failed", "expired") else "ok"),
+                    now=e.ts)
 
     async def _tick(self) -> None:
         while True:
