@@ -150,7 +150,7 @@ async def test_a_limit_crossing_reaches_the_subscriber_and_the_active_list(
     door = next(e for e in got if e["alarmId"].startswith(DOOR))
     latency = arrived[door["alarmId"]] - t_door
     assert latency < 1.0, latency  # loose: bench/alarms_latency.py measures it properly
-    assert 5.0 <= arrived[HI] - t_high < 7.0  # the on-delay is honoured, then the tick raises it
+    assert 5.0 <= arrived[HI] - t_high < 9.0  # the on-delay is honoured, then the tick raises it
     assert [(e["alarmId"], e["kind"], e["status"], e["priority"]) for e in got] == [
         (door["alarmId"], "activated", "unack", "high"), (HI, "activated", "unack", "high")]
     assert got[0]["firstOut"] is True and got[1]["firstOut"] is False

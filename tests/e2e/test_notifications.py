@@ -81,7 +81,7 @@ def test_an_unacknowledged_alarm_is_mailed_then_escalated(live: LiveServer,
     assert not _mails_to(sink, "petrov@gas.test", "GRP-01")
     _wait(lambda: _mails_to(sink, "petrov@gas.test", "GRP-01"), ESCALATE_AFTER_S + 5)
     second = time.monotonic() - t0
-    assert first < 3 and ESCALATE_AFTER_S <= second < ESCALATE_AFTER_S + 3, (first, second)
+    assert first < 3 and ESCALATE_AFTER_S <= second < ESCALATE_AFTER_S + 5, (first, second)
     (ru,) = _mails_to(sink, "ivanov@gas.test", "GRP-01")
     assert "ВЫСОКИЙ" in ru.upper() or "высок" in ru.lower()  # Russian template, priority named
 
