@@ -83,10 +83,13 @@ class GraphImpactPredictor:
         return [sp for node in sorted(lost) for sp in self._by_node.get(node, ())]
 
     async def predict(self, target: Target, action: Action, value: float | None) -> Impact:
-        """Closing a valve (or a position of 0 %) cuts off what depends on it alone."""
+        """Closing a valve or a station's outlet valve (or a position of 0 %) cuts off what
+        depends on it alone."""
         closing = action is Action.close or (action is Action.set_position and value is not None
                                              and value <= 0.0)
-        if target.kind is not TargetKind.valve or not closing or target.asset_id not in self._edges:
+        shuts = target.kind is TargetKind.valve or (
+            target.kind is TargetKind.station and action is not Action.set_outlet_setpoint)
+        if not shuts or not closing or target.asset_id not in self._edges:
             return Impact(method="graph")
         lost = self.cut_off_by(target.asset_id)
         critical = tuple(sp.id for sp in lost if sp.critical_kind)

@@ -42,7 +42,9 @@ class Action(StrEnum):
 ACTIONS_OF: dict[TargetKind, frozenset[Action]] = {
     TargetKind.valve: frozenset({Action.open, Action.close, Action.set_position}),
     TargetKind.skz: frozenset({Action.set_skz_mode, Action.set_skz_setpoint}),
-    TargetKind.station: frozenset({Action.set_outlet_setpoint}),
+    # a regulating station: its outlet set-point, and its outlet shut-off valve
+    TargetKind.station: frozenset({Action.set_outlet_setpoint, Action.open, Action.close,
+                                   Action.set_position}),
     TargetKind.meter: frozenset({Action.open, Action.close}),
 }
 

@@ -172,4 +172,8 @@ def standard_plan(target: Target, action: Action, value: float | None) -> WriteP
         if action is Action.set_skz_mode:
             return WritePlan(f"skz/{a}/mode", int(value or 0), f"skz/{a}/mode")
         return WritePlan(f"skz/{a}/setpoint", float(value or 0), f"skz/{a}/setpoint", 0.005)
-    return WritePlan(f"station/{a}/p_out_sp", float(value or 0), f"station/{a}/p_out_sp", 1.0)
+    if action is Action.set_outlet_setpoint:
+        return WritePlan(f"station/{a}/p_out_sp", float(value or 0), f"station/{a}/p_out_sp", 1.0)
+    tag = f"station/{a}/valve_pos"  # the station's outlet valve
+    pos = 100.0 if action is Action.open else 0.0 if action is Action.close else float(value or 0)
+    return WritePlan(tag, pos, tag, tolerance=2.0)

@@ -143,6 +143,7 @@ class _Session:
     poll_paths: set[TagPath] = field(default_factory=set)
     polled: dict[TagPath, tuple[Any, int, dt.datetime | None]] = field(default_factory=dict)
     next_poll: float = 0.0
+    next_refresh: float = 0.0  # when the unchanged values are reported again
     watchdog_s: float = 0.0  # set from the driver's; wider if the server's keep-alives are slower
     variant_types: dict[TagPath, ua.VariantType] = field(default_factory=dict)
 
@@ -195,6 +196,7 @@ class OpcUaDriver(Driver):
         deadbands: Mapping[TagPath, Deadband] | None = None,
         poll_interval_s: float = 1.0,
         watchdog_s: float = 10.0,
+        refresh_s: float = 5.0,
         request_timeout_s: float = 4.0,
         session_timeout_s: float = 60.0,
         backoff: Backoff = Backoff(),  # noqa: B008 - frozen value object
@@ -207,11 +209,17 @@ class OpcUaDriver(Driver):
         for name, number in (("sampling_interval_ms", sampling_interval_ms),
                              ("publishing_interval_ms", publishing_interval_ms),
                              ("poll_interval_s", poll_interval_s), ("watchdog_s", watchdog_s),
+                             ("refresh_s", refresh_s),
                              ("request_timeout_s", request_timeout_s),
                              ("session_timeout_s", session_timeout_s), ("queue_size", queue_size)):
             if number <= 0:
                 raise ValueError(f"{name} must be positive")
         self._endpoint = endpoint
+        # A subscription reports changes only: a door that stays shut says nothing for hours.
+        # While the session proves alive (data or keep-alives within the watchdog), the last
+        # values are reported again every `refresh_s`, so that staleness downstream (which
+        # counts any report) tells a silent tag from a quiet one.
+        self._refresh_s = refresh_s
         self._refs: dict[TagPath, NodeRef] = {path: parse_node_id(node) for path, node in points.items()}
         self._username = username
         self._password = password
@@ -461,6 +469,11 @@ class OpcUaDriver(Driver):
                 if now >= deadline:
                     self._watchdog_trips += 1
                     return f"watchdog: no data change or keep-alive for {session.watchdog_s:g} s"
+                if now >= session.next_refresh:  # alive: the quiet values are still true
+                    session.next_refresh = now + self._refresh_s
+                    for entry in list(self._entries):
+                        self._replay(entry)
+                deadline = min(deadline, session.next_refresh)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(deadline - now, 0.0)):
                     await self._wake.wait()
@@ -514,6 +527,7 @@ class OpcUaDriver(Driver):
         self._session = session
         self._sessions += 1
         session.last_alive = time.monotonic()
+        session.next_refresh = session.last_alive + self._refresh_s
         self._sync_wanted = False
         await self._sync(session)
 

@@ -73,6 +73,17 @@ def test_a_valve_moves_over_modbus_and_reads_back(live: LiveServer) -> None:
     assert abs(_value(live, "valve/V-R1/position") - 90.0) <= 2.0
 
 
+def test_a_stations_outlet_valve_closes_over_opcua_and_reads_back(live: LiveServer) -> None:
+    assert _wait_value(live, "station/GRP-01/valve_pos") == 100.0
+    for action, want in (("close", 0.0), ("open", 100.0)):  # and back, for the other tests
+        sel = _select(live, "dispatcher", "station", "GRP-01", action)
+        assert sel["__typename"] == "CommandSuccess", sel
+        done = live.gql(OPERATE, {"id": sel["command"]["id"]}, role="dispatcher")
+        cmd = done["data"]["operateCommand"]["command"]
+        assert cmd["state"] == "succeeded" and cmd["outcome"] == f"read back {want}", cmd
+        assert _value(live, "station/GRP-01/valve_pos") == want
+
+
 def test_an_skz_mode_change_goes_over_modbus_rtu_and_reads_back(live: LiveServer) -> None:
     before = _wait_value(live, "skz/SKZ-01/mode")
     new = 1 if before != 1 else 2

@@ -428,3 +428,21 @@ async def test_a_failing_listener_does_not_starve_the_others(
     await driver.connect()
     await rec.wait_for(lambda: good_count(rec.values(P_OUT)) >= 3, 3.0, "values despite a broken listener")
     assert driver.running and "a listener failed" in caplog.text
+
+
+async def test_a_quiet_value_is_reported_again_while_the_session_lives(
+        sim: StationSimulator, make_driver: Callable[..., OpcUaDriver]) -> None:
+    """A shut door says nothing over a subscription; the driver repeats its last value every
+    refresh_s, so staleness downstream tells a quiet tag from a dead link."""
+    driver = make_driver(sim.endpoint, {DOOR: sim.points[DOOR]}, refresh_s=0.3)
+    rec = Recorder()
+    await driver.connect()
+    driver.subscribe([DOOR], rec)
+    async with asyncio.timeout(5):
+        while len(rec.values(DOOR)) < 4:  # noqa: ASYNC110 - waiting on the driver's own cadence
+            await asyncio.sleep(0.05)
+    values = rec.values(DOOR)
+    assert len({v.value for v in values}) == 1  # the same value, again and again
+    assert all(v.quality is Quality.GOOD for v in values)
+    gaps = [b - a for a, b in zip(rec.arrived, rec.arrived[1:], strict=False)]
+    assert min(gaps[1:]) >= 0.2  # at the refresh cadence, not a flood
