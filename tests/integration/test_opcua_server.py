@@ -685,12 +685,15 @@ async def test_node_opcua_client_as_operator_and_as_crew(
         (2510, "Good"), (2520, "Good"), (None, "BadSensorFailure"), (2540, "UncertainLastUsableValue")]
     assert summary["select"]["status"] == "Good"
     assert json.loads(summary["select"]["output"][0])["state"] == "selected"
-    assert port.calls == [("select", "olga", "operator", "GRP-01", "open", 42.5, "node-opcua test")]
+    assert summary["operate"]["status"] == "Good"
+    assert json.loads(summary["operate"]["output"][0])["state"] == "executed"
+    assert port.calls == [("select", "olga", "operator", "GRP-01", "open", 42.5, "node-opcua test"),
+                          ("operate", "olga", "operator", "cmd-1")]
 
     port.calls.clear()
     crew = await run_node_client(node_client, server, store, config, "kolya")
     assert crew["value"] is not None and len(crew["changes"]) == 2  # crew may read and subscribe
-    assert crew["select"]["status"] == "BadUserAccessDenied"
+    assert crew["select"]["status"] == "BadUserAccessDenied" and "operate" not in crew
     assert "may not send commands" in json.loads(crew["select"]["output"][0])["message"]
     assert port.calls == []
     store.update(P_OUT, good(2500.0))

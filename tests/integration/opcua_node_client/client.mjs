@@ -7,7 +7,7 @@
 // use) under $XDG_CONFIG_HOME/node-opcua-default-nodejs/PKI: point it at a temporary folder.
 // Connects with Basic256Sha256 SignAndEncrypt and a user name, browses Objects/GasNetwork/path,
 // reads the tag with its EngineeringUnits and EURange, subscribes and waits for one change, reads
-// its raw history, calls Select on the asset, and prints one JSON summary on stdout, on a line
+// its raw history, calls Select and then Operate on the asset, and prints one JSON summary on stdout, on a line
 // starting with "SUMMARY " (node-opcua logs to stdout too).
 import {
     AttributeIds,
@@ -138,6 +138,18 @@ async function main() {
                 status: call.statusCode.name,
                 output: call.outputArguments.map((a) => a.value),
             };
+            if (call.statusCode.name === "Good") {  // select-before-operate: now Operate it
+                const commandId = JSON.parse(call.outputArguments[0].value).command_id;
+                const operate = await session.call({
+                    objectId: asset,
+                    methodId: await child(session, asset, "Operate"),
+                    inputArguments: [{ dataType: DataType.String, value: commandId }],
+                });
+                summary.operate = {
+                    status: operate.statusCode.name,
+                    output: operate.outputArguments.map((a) => a.value),
+                };
+            }
         } finally {
             await session.close();
         }
