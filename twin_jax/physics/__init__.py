@@ -1,0 +1,1 @@
+"""Physical laws of the twin: gas properties, friction, branch residuals (one module per law)."""

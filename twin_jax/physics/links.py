@@ -1,0 +1,71 @@
+"""Branch laws: the residual F(ṁ, p_from, p_to) = 0 of each pipe, valve and regulator, in Pa.
+
+One pure function per kind; `solve.py` differentiates them with `jax.linearize`, so the Newton
+matrix and the implicit gradients use the exact derivatives of what is written here.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from twin_jax.physics.friction import FrictionLaw, momentum_term
+from twin_jax.physics.gas import GRAVITY_M_S2, GasProperties
+
+__all__ = ["REGULATOR_DROOP_PA_PER_KG_S", "pipe_residual", "regulator_residual", "smooth_max"]
+
+REGULATOR_DROOP_PA_PER_KG_S = 1e-3
+"""A regulator's outlet falls this much per kg/s it passes: a real pilot regulator's droop,
+made tiny. It gives the regulator equation a flow derivative, so an active regulator enters the
+Newton matrix like a fixed pressure behind a very small resistance."""
+_KINK_WIDTH_PA = 1e-3
+"""Width of the smoothed corners (open ↔ regulating ↔ shut); far below any tolerance."""
+
+
+def smooth_max(x: jnp.ndarray, width: float = _KINK_WIDTH_PA) -> jnp.ndarray:
+    """max(x, 0) with a corner rounded over `width`: differentiable everywhere."""
+    return 0.5 * (x + jnp.sqrt(x * x + width * width))
+
+
+def pipe_residual(
+    m: jnp.ndarray, p_from: jnp.ndarray, p_to: jnp.ndarray, *, law: FrictionLaw, gas: GasProperties,
+    temperature_k: jnp.ndarray, length_m: jnp.ndarray, diameter_m: jnp.ndarray,
+    roughness_m: jnp.ndarray, zeta: jnp.ndarray, dz_m: jnp.ndarray, incompressible: jnp.ndarray,
+    reference_density: jnp.ndarray,
+) -> jnp.ndarray:
+    """Darcy–Weisbach residual of pipes (and open valves, with length 0), Pa.
+
+    Compressible (squared-pressure) form, isothermal, absolute pressures:
+    p₁ − p₂ + ρ̄·g·(z₁ − z₂) − Z(p̄)·p_n·T·(λ·L/D + ζ)·ṁ|ṁ| / (T_n·ρ_n·A²·(p₁ + p₂)) = 0,
+    which is p₁² − p₂² = (λL/D + ζ)·ṁ|ṁ|·Z·R·T/A² divided by p₁ + p₂ (pandapipes' form, with p̄ the
+    mean pressure of the squared law). Incompressible form (low pressure): constant density
+    ρ_ref, p₁ − p₂ + ρ_ref·g·(z₁ − z₂) − (λL/D + ζ)·ṁ|ṁ|/(2·ρ_ref·A²) = 0.
+
+    Arguments are shape (n,) except `temperature_k` (scalar); `dz_m` = z_from − z_to.
+    """
+    area = jnp.pi * diameter_m ** 2 / 4.0
+    lam_mm = momentum_term(law, m, diameter_m, roughness_m, gas.viscosity_pa_s)
+    friction = lam_mm * length_m / diameter_m + zeta * m * jnp.abs(m)
+    p_sum = p_from + p_to
+    p_mean = 2.0 / 3.0 * (p_from * p_from + p_from * p_to + p_to * p_to) / p_sum
+    z = gas.compressibility(p_mean)
+    c = (gas.standard_pressure_pa * temperature_k
+         / (gas.standard_temperature_k * gas.density_std_kg_m3 * area ** 2))
+    rho_mean = 0.5 * (gas.density_kg_m3(p_from, temperature_k) + gas.density_kg_m3(p_to, temperature_k))
+    compressible = p_from - p_to + rho_mean * GRAVITY_M_S2 * dz_m - c * z * friction / p_sum
+    incompress = (p_from - p_to + reference_density * GRAVITY_M_S2 * dz_m
+                  - friction / (2.0 * reference_density * area ** 2))
+    return jnp.where(incompressible, incompress, compressible)
+
+
+def regulator_residual(
+    m: jnp.ndarray, p_in: jnp.ndarray, p_out: jnp.ndarray, *, setpoint_pa_abs: jnp.ndarray,
+    boost: jnp.ndarray,
+) -> jnp.ndarray:
+    """Regulator residual, Pa: droop·ṁ = max(0, min(set-point, p_in) − p_out).
+
+    Regulating: outlet at the set-point; inlet too low: fully open, outlet ≈ inlet; outlet
+    held higher from elsewhere: shut, no reverse flow. A `boost` link (compressor) targets the
+    set-point whatever the inlet.
+    """
+    limit = jnp.where(boost, setpoint_pa_abs, setpoint_pa_abs - smooth_max(setpoint_pa_abs - p_in))
+    return REGULATOR_DROOP_PA_PER_KG_S * m - smooth_max(limit - p_out)
