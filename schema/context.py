@@ -15,6 +15,7 @@ from realtime.alarms.engine import AlarmEngine
 from realtime.bus import AbstractBus
 from realtime.historian.base import AbstractHistorian
 from realtime.store import TagStore
+from realtime.twin_state import TwinReader
 from schema.cache import ResponseCache
 
 if TYPE_CHECKING:  # the session factory is handed in by the server; resolvers never build one
@@ -37,6 +38,7 @@ class Services:
     historian: AbstractHistorian | None = None
     alarms: AlarmEngine | None = None  # None when the alarm engine does not run in this process
     control: CommandPipeline | None = None  # None when control does not run in this process
+    twin: TwinReader | None = None  # None when the live twin does not run in this process
 
 
 MISSING: Any = object()

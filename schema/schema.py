@@ -31,6 +31,7 @@ from schema.limits import cost_limit_rule
 from schema.mutation import Mutation
 from schema.query import Query
 from schema.subscription import Subscription
+from schema.twin import TwinQuery, TwinSubscription
 
 __all__ = ["Limits", "build_schema", "export_sdl", "sdl"]
 
@@ -86,9 +87,9 @@ def build_schema(limits: Limits | None = None,
     if not limits.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     return GasopsSchema(
-        query=merge_types("Query", (Query, AlarmQuery, CommandQuery)), mutation=Mutation,
+        query=merge_types("Query", (Query, AlarmQuery, CommandQuery, TwinQuery)), mutation=Mutation,
         subscription=merge_types("Subscription", (Subscription, AlarmSubscription,
-                                                  CommandSubscription)),
+                                                  CommandSubscription, TwinSubscription)),
         extensions=[
             # Factories, so each request gets fresh extension instances.
             partial(MaxTokensLimiter, max_token_count=limits.max_tokens),

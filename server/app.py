@@ -38,6 +38,7 @@ from server.notifications import Notifications
 from server.push import PushEndpoint
 from server.settings import HistorianKind, Settings
 from server.telemetry import Telemetry
+from server.twin_runner import TwinRunner
 from server.vendor import FRONTEND_DIR, VendorAssets
 
 __all__ = ["create_app"]
@@ -182,11 +183,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                historian=historian, bus=bus,
                                allow_anonymous=settings.opcua_server_anonymous)
                    if settings.opcua_server_port is not None else None)
+    twin = (TwinRunner(db, bus, telemetry.store, telemetry.pipeline.on_values,
+                       period_s=settings.twin_period_s,
+                       air_temperature_c=settings.twin_air_temperature_c)
+            if settings.twin_enabled else None)
     cache = (ResponseCache(settings.response_cache_size, settings.response_cache_version_ttl_s)
              if settings.response_cache_size else None)
     services = Services(
         db=db, bus=bus, tags=telemetry.store, historian=historian, alarms=alarms.engine,
-        control=control.pipeline,
+        control=control.pipeline, twin=twin,
         signing_key=settings.signing_key(),
         access_token_ttl_s=settings.access_token_ttl_s, max_page_size=settings.max_page_size,
         response_cache=cache)
@@ -240,11 +245,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await integrators.start()
         if notifications is not None:
             await notifications.start()
+        if twin is not None:
+            await twin.start()
         gc.collect()
         gc.freeze()
         try:
             yield
         finally:
+            if twin is not None:
+                await twin.stop()
             if notifications is not None:
                 await notifications.stop()
             if integrators is not None:
@@ -272,4 +281,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.control = control
     app.state.integrators = integrators
     app.state.notifications = notifications
+    app.state.twin = twin
     return app

@@ -1,4 +1,5 @@
-"""The `gasops` command line: migrate, seed, serve, demo, users, tokens, network files, audit."""
+"""The `gasops` command line: migrate, seed, serve, demo, users, tokens, network files, audit,
+the hydraulic twin."""
 
 from __future__ import annotations
 
@@ -154,6 +155,49 @@ async def _audit_verify(settings: Settings) -> int:
     return int(await _with_db(settings, run))
 
 
+def _twin_solve(a: argparse.Namespace) -> int:
+    """`gasops twin solve`: 0 converged, 2 invalid file, 3 no convergence (JSON still written)."""
+    # jax and the twin load here only: importing them costs seconds other commands need not pay.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" chatter
+    from server import twin_model
+    from twin_jax import FrictionLaw, NetworkError, Physics, Status, compile_network, solve_steady
+
+    try:
+        desc = twin_model.load_network_file(a.file, a.scenario, compressors=a.compressors)
+        net = compile_network(desc, Physics(friction=FrictionLaw(a.friction)))
+    except erp_errors.ValidationFailed as exc:
+        print(f"{a.file}: invalid network file:", file=sys.stderr)
+        for e in exc.errors:
+            print(f"  {e}", file=sys.stderr)
+        return 2
+    except NetworkError as exc:
+        print(f"{a.file}: the twin cannot solve this network:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"{a.file}: {exc}", file=sys.stderr)
+        return 2
+    result = solve_steady(net, net.parameters())
+    text = json.dumps(twin_model.solve_report(net, result), indent=1)
+    if a.out is None:
+        print(text)
+    else:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(text + "\n")
+    status = Status(int(result.status))
+    if status is not Status.CONVERGED:
+        hint = (" (GasLib compressors held at their maximum outlet may make a network "
+                "infeasible; try --compressors bypass)"
+                if a.compressors == "boost" and net.regulator_boost.any() else "")
+        print(f"{a.file}: {status.message}{hint}", file=sys.stderr)
+        return 3
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gasops", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -187,6 +231,21 @@ def _parser() -> argparse.ArgumentParser:
                            ("export", "export the registry as GeoJSON")):
         n = net.add_parser(verb, help=helptext)
         n.add_argument("file", type=Path)
+    twin = sub.add_parser("twin", help="the hydraulic twin").add_subparsers(dest="twin_cmd",
+                                                                           required=True)
+    ts = twin.add_parser("solve", help="steady-state solve of a GasLib .net or GeoJSON file; "
+                                       "JSON result; exit 2 invalid file, 3 no convergence")
+    ts.add_argument("file", type=Path, metavar="NETWORK_FILE",
+                    help="network file: .net (GasLib), .geojson or .json")
+    ts.add_argument("--scenario", type=Path, metavar="FILE",
+                    help="GasLib .scn nomination (default: the .scn next to the .net, if any)")
+    ts.add_argument("--friction", default="colebrook",  # twin_jax.FrictionLaw's values
+                    choices=["colebrook", "swamee-jain", "nikuradse", "sp42-101"],
+                    help="pipe friction law (default: colebrook)")
+    ts.add_argument("--compressors", default="boost", choices=["boost", "bypass"],
+                    help="compressor links hold their outlet set-point (boost) or are open (bypass)")
+    ts.add_argument("--out", type=Path, metavar="FILE",
+                    help="write the JSON here (default: stdout)")
     aud = sub.add_parser("audit", help="audit trail").add_subparsers(dest="audit_cmd",
                                                                      required=True)
     aud.add_parser("verify", help="check the hash chain; exit 1 if broken")
@@ -231,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 args.net_cmd == "import-gaslib"))
             case "audit":
                 return asyncio.run(_audit_verify(settings))
+            case "twin":
+                return _twin_solve(args)
     except erp_errors.ValidationFailed as exc:
         print("rejected, nothing was written:", file=sys.stderr)
         for e in exc.errors:

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     opcua_endpoints: dict[str, str] = Field(
         default_factory=dict, description='OPC UA endpoint name -> "opc.tcp://host:port/path"')
 
+    # Hydraulic twin
+    twin_enabled: bool = Field(default=True, description="Run the live hydraulic twin in this process")
+    twin_period_s: float = Field(default=10.0, gt=0, description="Seconds between live twin solves")
+    twin_air_temperature_c: float | None = Field(
+        default=None, description="Daily mean air temperature for demand estimation; "
+                                  "unset: the town's climate normal for the date")
+
     # Auth
     access_token_ttl_s: int = Field(default=900, ge=30)
     auth_cache_ttl_s: float = Field(default=5.0, ge=0,

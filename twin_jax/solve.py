@@ -32,12 +32,20 @@ import jax.numpy as jnp
 from twin_jax.linalg import solve_numeric, solve_pattern
 from twin_jax.network import CompiledNetwork, Parameters
 from twin_jax.physics.gas import GasProperties
-from twin_jax.physics.links import pipe_residual, regulator_residual
+from twin_jax.physics.links import (
+    REGULATOR_DROOP_PA_PER_KG_S,
+    pipe_residual,
+    regulator_limit,
+    regulator_limit_slope,
+    regulator_residual,
+)
 
 __all__ = ["Result", "SolverOptions", "State", "Status", "solve_steady", "supplied_nodes"]
 
 _DERIVATIVE_FLOOR = 1e-9
 """|∂F/∂ṁ| below this (a valve with no flow) is raised to it in the Newton matrix only."""
+_REGULATOR_MIN_SLOPE = 1e-3
+"""Smallest ∂F/∂p_out of a regulator in the Newton matrix (see `_newton_partials`)."""
 
 
 class Status(enum.IntEnum):
@@ -195,6 +203,34 @@ def _safe_derivative(f_m: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(small, jnp.where(f_m < 0, -_DERIVATIVE_FLOOR, _DERIVATIVE_FLOOR), f_m)
 
 
+def _newton_partials(net: CompiledNetwork, params: Parameters, m: jnp.ndarray, p: jnp.ndarray,
+                     f: jnp.ndarray, f_pf: jnp.ndarray, f_pt: jnp.ndarray
+                     ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """Regulator rows as the Newton step uses them: (F, ∂F/∂p_from, ∂F/∂p_to).
+
+    A regulator's residual droop·ṁ − max(0, limit − p_out) has two branches: regulating
+    (slope 1 in p_out) and shut (slope 0). A shut regulator that still carries flow at this
+    iterate — its zone demands gas, so the outlet must come down to the set-point — is
+    linearized on its regulating branch (that branch's residual and slopes), which lands the
+    outlet on the set-point in one step; any other shut one keeps a small slope
+    `_REGULATOR_MIN_SLOPE`, so that a zone whose regulators are all shut at once does not make
+    the matrix singular. Convergence is measured on the exact residuals, so the converged state
+    is the same; only the path to it changes.
+    """
+    if not net.n_regulators:
+        return f, f_pf, f_pt
+    rs = net.regulators
+    slope = f_pt[rs]
+    sp_abs = params.setpoint_pa_gauge + net.ambient_pa[net.to_node[rs]]
+    p_in, p_out = p[net.from_node[rs]], p[net.to_node[rs]]
+    reopen = (m[rs] > 0.0) & (slope < 0.5) & (params.regulator_in_service > 0.0)
+    limit = regulator_limit(p_in, setpoint_pa_abs=sp_abs, boost=net.regulator_boost)
+    f_reg = jnp.where(reopen, REGULATOR_DROOP_PA_PER_KG_S * m[rs] - (limit - p_out), f[rs])
+    slope = jnp.where(reopen, 1.0, jnp.maximum(slope, _REGULATOR_MIN_SLOPE))
+    limit_slope = regulator_limit_slope(p_in, setpoint_pa_abs=sp_abs, boost=net.regulator_boost)
+    return f.at[rs].set(f_reg), f_pf.at[rs].set(-slope * limit_slope), f_pt.at[rs].set(slope)
+
+
 def _initial_state(net: CompiledNetwork, params: Parameters, supplied: jnp.ndarray
                    ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """A robust start: flows of the spanning forest from the sources (exact in a tree), and every
@@ -222,11 +258,17 @@ def _initial_state(net: CompiledNetwork, params: Parameters, supplied: jnp.ndarr
 def _newton(net: CompiledNetwork, params: Parameters, options: SolverOptions,
             initial: State | None) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     supplied = supplied_nodes(net, params)
+    m0, p0 = _initial_state(net, params, supplied)
     if initial is not None:
-        src_abs = params.source_pressure_pa_gauge + net.ambient_pa[net.source_node]
-        m0, p0 = initial.mass_flow_kg_s, initial.pressure_pa_abs.at[net.source_node].set(src_abs)
-    else:
-        m0, p0 = _initial_state(net, params, supplied)
+        # Warm start: the previous flows, and pressures shifted per zone so that each zone's
+        # highest pressure is its source or set-point now. Previous pressures as they were would
+        # leave a zone above a lowered set-point, its regulators shut and the zone floating.
+        top_old = jnp.full(net.n_zones, -jnp.inf).at[net.zone_of_node].max(initial.pressure_pa_abs)
+        top_new = jnp.full(net.n_zones, -jnp.inf).at[net.zone_of_node].max(p0)
+        shift = jnp.where(jnp.isfinite(top_old) & jnp.isfinite(top_new), top_new - top_old, 0.0)
+        p_warm = initial.pressure_pa_abs + shift[net.zone_of_node]
+        p0 = jnp.where(supplied, p_warm, p0).at[net.source_node].set(p0[net.source_node])
+        m0 = initial.mass_flow_kg_s
     scale = jnp.concatenate([
         jnp.full(net.n_branches, 1.0 / options.tol_pressure_pa),
         jnp.full(net.n_free, 1.0 / options.tol_flow_kg_s)])
@@ -236,7 +278,8 @@ def _newton(net: CompiledNetwork, params: Parameters, options: SolverOptions,
         f, f_m, f_pf, f_pt = _linearized(net, params, m, p)
         g = _node_residual(net, params, m, p, supplied)
         res = jnp.max(jnp.abs(jnp.concatenate([f, g])) * scale, initial=0.0)
-        return f, _safe_derivative(f_m), f_pf, f_pt, g, res
+        f_step, f_pf, f_pt = _newton_partials(net, params, m, p, f, f_pf, f_pt)
+        return f_step, _safe_derivative(f_m), f_pf, f_pt, g, res
 
     def step(carry: tuple) -> tuple:
         m, p, it, (f, f_m, f_pf, f_pt, g, _) = carry
@@ -285,8 +328,9 @@ def _implicit_bwd(net: CompiledNetwork, saved: tuple, cotangent: tuple) -> tuple
     params, m, p = saved
     m_bar, p_bar = cotangent
     supplied = supplied_nodes(net, params)
-    _, f_m, f_pf, f_pt = _linearized(net, params, m, p)
+    f, f_m, f_pf, f_pt = _linearized(net, params, m, p)
     f_m = _safe_derivative(f_m)
+    _, f_pf, f_pt = _newton_partials(net, params, m, p, f, f_pf, f_pt)
     vals = _matrix_values(net, f_m, f_pf, f_pt, supplied)
     # J = [[F_ṁ, F_p], [G_ṁ, G_p]] over (ṁ, p_free); Jᵀλ = (ṁ̄, p̄) by the Schur complement:
     # Kᵀλ_G = F_pᵀ·F_ṁ⁻¹·ṁ̄ − p̄ with K = G_ṁ·F_ṁ⁻¹·F_p − G_p. The Newton matrix M is K with

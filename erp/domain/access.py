@@ -63,6 +63,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "maintenance.write": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
     # See commands and their live steps.
     "commands.read": _STAFF | {Role.integrator},
+    # The live hydraulic twin's state; running what-if scenarios.
+    "twin.read": _STAFF | {Role.integrator},
+    "twin.scenarios": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
     # Live registry change feed.
     "registry.subscribe": _STAFF | {Role.integrator},
     # Anyone signed in: who am I.

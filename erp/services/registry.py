@@ -29,6 +29,7 @@ __all__ = [
     "bulk_import",
     "create_asset",
     "load_levels",
+    "network_records",
     "retire_asset",
     "update_asset",
 ]
@@ -381,3 +382,19 @@ async def retire_asset(session: AsyncSession, kind: str, asset_id: str, actor: a
         f"{kind}.retire", [asset_id],
         {"status": {"before": before, "after": "retired"}, "reason": reason}))
     return obj
+
+
+NETWORK_KINDS = ("area", "node", "pipe", "station", "valve", "service_point", "link")
+
+
+async def network_records(session: AsyncSession) -> list[AssetRecord]:
+    """Every asset of the gas network that is not retired, as records (for the hydraulic twin)."""
+    records: list[AssetRecord] = []
+    for kind in NETWORK_KINDS:
+        model = ASSET_MODELS[kind]
+        stmt = select(model)
+        if hasattr(model, "status"):
+            stmt = stmt.where(model.status != "retired")
+        for obj in (await session.execute(stmt)).scalars():
+            records.append(AssetRecord(kind, obj.id, row_values(kind, obj)))
+    return records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -31,3 +32,36 @@ def test_migrate_user_token_and_audit_verify(tmp_path: Path) -> None:
         db.execute("UPDATE audit_records SET operation = 'nothing' WHERE seq = 1")
     r = _run(tmp_path, "audit", "verify")
     assert r.returncode == 1 and "BROKEN at record 1" in r.stdout
+
+
+def test_twin_solve_gaslib_11(tmp_path: Path) -> None:
+    data = Path(__file__).resolve().parents[1] / "data" / "gaslib"
+    out = tmp_path / "tmp" / "x.json"
+    r = _run(tmp_path, "twin", "solve", str(data / "GasLib-11.net"), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["status"] == "converged" and doc["message"] == "converged"
+    assert doc["iterations"] > 0 and 0 <= doc["residual"] <= 1
+    ids = {"entry01", "entry02", "entry03", "exit01", "exit02", "exit03",
+           "N01", "N02", "N03", "N04", "N05"}
+    assert set(doc["nodes"]) == ids
+    gauge = {k: v["pressure_pa_gauge"] for k, v in doc["nodes"].items()}
+    assert all(v["supplied"] for v in doc["nodes"].values())
+    assert gauge["entry01"] == 6_898_675.0  # pressureMax 70 bar absolute, as gauge
+    assert all(5e6 < p <= 6_898_675.0 + 1.0 for p in gauge.values())  # 50…69 barg
+    assert len(doc["branches"]) == 11  # 8 pipes, 1 valve, 2 compressors
+    assert doc["branches"]["CS02_N04_N05"]["mass_flow_kg_s"] > 0
+    assert doc["consumers_below_minimum"] == []
+
+
+def test_twin_solve_exit_codes(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.geojson"
+    bad.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "id": "P-1",'
+                   ' "geometry": null, "properties": {"kind": "pipe"}}]}')
+    r = _run(tmp_path, "twin", "solve", str(bad))
+    assert r.returncode == 2 and "P-1: geometry" in r.stderr and r.stdout == ""
+    # GasLib-40 with its compressors held at 70 barg below 80 barg entries: no steady state
+    data = Path(__file__).resolve().parents[1] / "data" / "gaslib"
+    r = _run(tmp_path, "twin", "solve", str(data / "GasLib-40.net"), "--compressors", "boost")
+    assert r.returncode == 3 and "--compressors bypass" in r.stderr
+    assert json.loads(r.stdout)["status"] == "max_iterations"

@@ -54,7 +54,7 @@ def to_pandapipes(desc: NetworkDescription):  # -> pandapipesNet
             k_mm=np.array([p.roughness_m for p in desc.pipes]) * 1e3,
             loss_coefficient=np.array([p.loss_coefficient for p in desc.pipes]))
     for v in desc.valves:
-        pp.create_valve(net, j[v.from_node], j[v.to_node], diameter_m=v.diameter_m,
+        pp.create_valve(net, j[v.from_node], j[v.to_node], et="ju", inner_diameter_mm=v.diameter_m * 1e3,
                         opened=v.opening > 0, loss_coefficient=v.loss_coefficient)
     for r in desc.regulators:
         pp.create_pressure_control(net, j[r.inlet_node], j[r.outlet_node], j[r.outlet_node],

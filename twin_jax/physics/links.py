@@ -11,19 +11,25 @@ import jax.numpy as jnp
 from twin_jax.physics.friction import FrictionLaw, momentum_term
 from twin_jax.physics.gas import GRAVITY_M_S2, GasProperties
 
-__all__ = ["REGULATOR_DROOP_PA_PER_KG_S", "pipe_residual", "regulator_residual", "smooth_max"]
+__all__ = ["REGULATOR_DROOP_PA_PER_KG_S", "pipe_residual", "regulator_limit", "regulator_limit_slope",
+           "regulator_residual", "smooth_max"]
 
 REGULATOR_DROOP_PA_PER_KG_S = 1e-3
 """A regulator's outlet falls this much per kg/s it passes: a real pilot regulator's droop,
 made tiny. It gives the regulator equation a flow derivative, so an active regulator enters the
 Newton matrix like a fixed pressure behind a very small resistance."""
-_KINK_WIDTH_PA = 1e-3
+_KINK_WIDTH_PA = 1e-8
 """Width of the smoothed corners (open ↔ regulating ↔ shut); far below any tolerance."""
 
 
 def smooth_max(x: jnp.ndarray, width: float = _KINK_WIDTH_PA) -> jnp.ndarray:
     """max(x, 0) with a corner rounded over `width`: differentiable everywhere."""
     return 0.5 * (x + jnp.sqrt(x * x + width * width))
+
+
+def smooth_max_slope(x: jnp.ndarray, width: float = _KINK_WIDTH_PA) -> jnp.ndarray:
+    """d smooth_max / dx."""
+    return 0.5 * (1.0 + x / jnp.sqrt(x * x + width * width))
 
 
 def pipe_residual(
@@ -67,5 +73,16 @@ def regulator_residual(
     held higher from elsewhere: shut, no reverse flow. A `boost` link (compressor) targets the
     set-point whatever the inlet.
     """
-    limit = jnp.where(boost, setpoint_pa_abs, setpoint_pa_abs - smooth_max(setpoint_pa_abs - p_in))
+    limit = regulator_limit(p_in, setpoint_pa_abs=setpoint_pa_abs, boost=boost)
     return REGULATOR_DROOP_PA_PER_KG_S * m - smooth_max(limit - p_out)
+
+
+def regulator_limit(p_in: jnp.ndarray, *, setpoint_pa_abs: jnp.ndarray, boost: jnp.ndarray) -> jnp.ndarray:
+    """The highest outlet pressure a regulator can hold: min(set-point, inlet); a boost link's set-point."""
+    return jnp.where(boost, setpoint_pa_abs, setpoint_pa_abs - smooth_max(setpoint_pa_abs - p_in))
+
+
+def regulator_limit_slope(p_in: jnp.ndarray, *, setpoint_pa_abs: jnp.ndarray,
+                          boost: jnp.ndarray) -> jnp.ndarray:
+    """d(min(set-point, p_in))/dp_in of `regulator_residual`: 1 passing through, 0 regulating."""
+    return jnp.where(boost, 0.0, smooth_max_slope(setpoint_pa_abs - p_in))

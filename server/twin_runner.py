@@ -1,0 +1,370 @@
+"""The live twin: tags → twin inputs → a steady solve every N seconds → virtual tags and a snapshot.
+
+Each cycle (default every 10 s):
+
+1. **Boundary values** from the tag store, good quality only: a station's measured outlet
+   pressure is its regulator's set-point; a station whose inlet is a network source gives the
+   source pressure from its inlet gauge; line valves with a position tag give their opening;
+   the mean station gas temperature is the flowing temperature.
+2. **Demands**: every service point's expected flow now from its category's SigLinDe profile at
+   today's air temperature (the `twin_air_temperature_c` setting, else the town's climate
+   normal for the date) and the local hour, then scaled per pressure zone so that the zone's
+   consumption equals what its metered stations measure flowing in (inflow through the
+   regulators feeding it minus what leaves through those it feeds), where all of them measure.
+3. **Solve** (`twin_jax.solve_steady`, warm-started from the previous state) in a worker
+   thread, so the event loop never waits for JAX.
+4. **Publish**: modelled pressure of every node (`twin/node/<id>/p`, Pa gauge) and mass flow of
+   every pipe (`twin/pipe/<id>/flow`, kg/s) as virtual tags through the telemetry pipeline (so
+   bus, historian and subscriptions see them like measurements), residuals measured − modelled
+   where a sensor is not itself a boundary value (`twin/residual/<tag path>`: station inlet
+   gauges inside the network, industrial correctors' pressure), and a `NetworkSnapshot` for
+   GraphQL's `networkState` with a note on the bus topic `twin`.
+
+The network is read from the registry once at start (and again by `reload()`); it is compiled
+in a worker thread too — importing JAX and compiling the demo town takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from erp.services.registry import AssetRecord, load_levels, network_records
+from realtime.bus import AbstractBus
+from realtime.model import Quality, TagDef, TagValue
+from realtime.store import TagStore
+from realtime.twin_state import (
+    TWIN_TOPIC,
+    ConsumerShortfall,
+    NetworkSnapshot,
+    NodeState,
+    PipeState,
+    Residual,
+)
+
+__all__ = ["TwinRunner", "load_registry_records"]
+
+log = logging.getLogger("gasops.twin")
+
+_STD20_PER_STD0 = 273.15 / 293.15  # gas density at 20 °C / at 0 °C, same pressure
+
+
+async def load_registry_records(db: Any) -> tuple[list[AssetRecord], dict[str, float]]:
+    """The registry's network as records (everything not retired) and each pressure level's
+    maximum (Pa gauge: a source's pressure until its gauge reports)."""
+    async with db() as s:
+        levels = await load_levels(s)
+        return await network_records(s), {code: b.max_pa_gauge for code, b in levels.items()}
+
+
+class _Model:
+    """The compiled network and the static maps from tags to its parameters (worker thread)."""
+
+    def __init__(self, records: list[AssetRecord], level_max_pa_gauge: Mapping[str, float]) -> None:
+        import jax.numpy as jnp
+
+        from server.twin_model import description_from_records
+        from twin_jax import compile_network
+
+        self.jnp = jnp
+        desc = description_from_records(records, level_max_pa_gauge=level_max_pa_gauge)
+        self.net = compile_network(desc)
+        self.base = self.net.parameters()
+        net = self.net
+        by_kind: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
+        for r in records:
+            by_kind[r.kind][r.id] = r.values
+        self.node_area = [by_kind["node"].get(i, {}).get("area_id") for i in net.node_ids]
+        self.pipe_area = [by_kind["pipe"].get(i, {}).get("area_id") for i in net.pipe_ids]
+        sp = by_kind["service_point"]
+        self.consumer_category = [str(sp.get(c, {}).get("category") or "household") for c in net.consumer_ids]
+        self.consumer_annual = np.array([float(sp.get(c, {}).get("annual_volume_m3_std") or 0.0)
+                                         for c in net.consumer_ids])
+        self.consumer_peak = np.array([float(sp.get(c, {}).get("peak_load_m3h_std") or 0.0)
+                                       for c in net.consumer_ids])
+        self.consumer_area = [sp.get(c, {}).get("area_id") for c in net.consumer_ids]
+        self.consumer_zone = net.zone_of_node[net.consumer_node] if net.consumer_ids else np.zeros(0, int)
+        self.regulator_index = {rid: k for k, rid in enumerate(net.regulator_ids)}
+        self.valve_index = {vid: k for k, vid in enumerate(net.valve_ids)}
+        self.source_by_node = {net.node_ids[n]: k for k, n in enumerate(net.source_node.tolist())}
+        self.stations = {sid: v for sid, v in by_kind["station"].items() if sid in self.regulator_index}
+        self.corrector_node: dict[str, int] = {}
+        self.state: Any = None
+        gas = net.gas
+        self.rho_std20 = gas.density_std_kg_m3 * _STD20_PER_STD0
+        area = np.pi * net.branch_diameter_m[: net.n_pipes] ** 2 / 4.0
+        self.pipe_area_m2 = area
+
+    def demands_kg_s(self, air_c: float, hour: int) -> np.ndarray:
+        """Expected consumption of every consumer now, kg/s (before zone scaling)."""
+        from twin_jax.demand import hourly_demand_m3h
+
+        out = np.zeros(len(self.consumer_category))
+        cats = np.array(self.consumer_category)
+        for cat in set(self.consumer_category):
+            at = cats == cat
+            annual = np.where(self.consumer_annual[at] > 0, self.consumer_annual[at],
+                              self.consumer_peak[at] * 2_000.0)  # no annual volume: ~2,000 full-load hours
+            out[at] = hourly_demand_m3h(cat, annual, air_c, hour)
+        return out * self.rho_std20 / 3600.0
+
+    def solve(self, params: Any) -> tuple[Any, float]:
+        """(Result, seconds) of a warm-started solve."""
+        import jax
+
+        from twin_jax import solve_steady
+
+        t0 = time.perf_counter()
+        result = jax.block_until_ready(solve_steady(self.net, params, initial=self.state))
+        elapsed = time.perf_counter() - t0
+        if int(result.status) == 0:
+            self.state = result.state
+        else:
+            self.state = None  # a failed solve is no start for the next one
+        return result, elapsed
+
+
+class TwinRunner:
+    """Runs the live twin in this process (see the module docstring)."""
+
+    def __init__(self, db: Any, bus: AbstractBus, store: TagStore,
+                 publish: Callable[[Mapping[str, TagValue]], None], *, period_s: float = 10.0,
+                 air_temperature_c: float | None = None,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+                 local_utc_offset_h: float = 3.0) -> None:
+        self._db = db
+        self._bus = bus
+        self._store = store
+        self._publish = publish
+        self.period_s = period_s
+        self._air_c = air_temperature_c
+        self._clock = clock
+        self._utc_offset = dt.timedelta(hours=local_utc_offset_h)
+        self._model: _Model | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.latest: NetworkSnapshot | None = None
+        self.error: str | None = None
+        self.cycles = 0
+        self._updated = asyncio.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin cycling in the background (the first cycle loads and compiles the network)."""
+        self._task = asyncio.create_task(self._run(), name="twin-runner")
+
+    async def stop(self) -> None:
+        """Stop cycling; idempotent."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def reload(self) -> None:
+        """Re-read the registry and recompile (after the network changed)."""
+        records, levels = await load_registry_records(self._db)
+        model = await asyncio.to_thread(_Model, records, levels)
+        self._model = model
+        self._define_tags(model)
+        self.error = None
+
+    async def _run(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                if self._model is None:
+                    await self.reload()
+                await self.cycle()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must survive a bad network or a failed solve
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.exception("twin cycle failed")
+            await asyncio.sleep(max(0.0, self.period_s - (time.monotonic() - started)))
+
+    async def wait_for_update(self, after_cycles: int = 0) -> NetworkSnapshot:
+        """The next snapshot once more than `after_cycles` cycles have run (for tests and tools)."""
+        while self.cycles <= after_cycles or self.latest is None:
+            self._updated.clear()
+            await self._updated.wait()
+        return self.latest
+
+    # -- one cycle ----------------------------------------------------------------------------
+
+    def _define_tags(self, model: _Model) -> None:
+        net = model.net
+        for nid, area in zip(net.node_ids, model.node_area, strict=True):
+            self._store.define(TagDef(path=f"twin/node/{nid}/p", unit="Pa",
+                                      description="modelled pressure, gauge (twin)", asset_id=nid,
+                                      area_id=area))
+        for pid, area in zip(net.pipe_ids, model.pipe_area, strict=True):
+            self._store.define(TagDef(path=f"twin/pipe/{pid}/flow", unit="kg/s",
+                                      description="modelled mass flow (twin)", asset_id=pid,
+                                      area_id=area))
+        for path, _node in self._residual_sensors(model):
+            sensor = self._store.known.get(path)
+            self._store.define(TagDef(path=f"twin/residual/{path}", unit=sensor.unit if sensor else "",
+                                      description=f"measured − modelled for {path}",
+                                      asset_id=sensor.asset_id if sensor else None,
+                                      area_id=sensor.area_id if sensor else None))
+
+    def _residual_sensors(self, model: _Model) -> list[tuple[str, int]]:
+        """(tag path, node index) of sensors compared with the model, not used as inputs."""
+        out = []
+        net = model.net
+        for sid, st in model.stations.items():
+            inlet = st.get("inlet_node_id")
+            if inlet in net.node_index and inlet not in model.source_by_node:
+                out.append((f"station/{sid}/p_in", net.node_index[inlet]))
+        return out
+
+    def _good(self, path: str) -> float | None:
+        state = self._store.get(path)
+        if state is None or state.value is None or not Quality(state.value.quality).is_good:
+            return None
+        v = state.value.value
+        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+    def _parameters(self, model: _Model, now: dt.datetime) -> tuple[Any, float, float]:
+        """(parameters, air °C, gas °C) from the tag store."""
+        jnp = model.jnp
+        net = model.net
+        base = model.base
+        setpoints = np.asarray(base.setpoint_pa_gauge).copy()
+        sources = np.asarray(base.source_pressure_pa_gauge).copy()
+        opening = np.asarray(base.valve_opening).copy()
+        temps: list[float] = []
+        flows: dict[str, float] = {}
+        for sid, st in model.stations.items():
+            k = model.regulator_index[sid]
+            p_out = self._good(f"station/{sid}/p_out")
+            if p_out is not None and p_out > 0:
+                setpoints[k] = p_out
+            p_in = self._good(f"station/{sid}/p_in")
+            inlet = st.get("inlet_node_id")
+            if p_in is not None and inlet in model.source_by_node:
+                sources[model.source_by_node[inlet]] = p_in
+            t = self._good(f"station/{sid}/t_gas")
+            if t is not None:
+                temps.append(t)
+            q = self._good(f"station/{sid}/flow")
+            if q is not None:
+                flows[sid] = q
+        for vid, k in model.valve_index.items():
+            pos = self._good(f"valve/{vid}/position")
+            if pos is not None:
+                opening[k] = min(max(pos / 100.0, 0.0), 1.0)
+        gas_c = float(np.mean(temps)) if temps else net.gas.temperature_k - 273.15
+        local = now + self._utc_offset
+        if self._air_c is not None:
+            air_c = self._air_c
+        else:
+            from twin_jax.demand import climate_mean_temperature_c
+
+            air_c = float(climate_mean_temperature_c(np.array([local.timetuple().tm_yday]))[0])
+        demand = model.demands_kg_s(air_c, local.hour)
+        demand *= self._zone_scale(model, demand, flows)
+        params = base._replace(
+            consumer_demand_kg_s=jnp.asarray(demand), setpoint_pa_gauge=jnp.asarray(setpoints),
+            source_pressure_pa_gauge=jnp.asarray(sources), valve_opening=jnp.asarray(opening),
+            temperature_k=jnp.asarray(gas_c + 273.15))
+        return params, air_c, gas_c
+
+    def _zone_scale(self, model: _Model, demand: np.ndarray, flows_m3h: Mapping[str, float]) -> np.ndarray:
+        """Per consumer, the factor that makes its zone's demand match the metered inflow."""
+        net = model.net
+        if not len(demand):
+            return np.ones(0)
+        estimated = np.bincount(model.consumer_zone, weights=demand, minlength=net.n_zones)
+        inflow = np.zeros(net.n_zones)
+        known = np.ones(net.n_zones, dtype=bool)
+        touched = np.zeros(net.n_zones, dtype=bool)
+        regs = net.regulators
+        for rid, k in model.regulator_index.items():
+            z_in = net.zone_of_node[net.from_node[regs][k]]
+            z_out = net.zone_of_node[net.to_node[regs][k]]
+            touched[z_in] = touched[z_out] = True
+            q = flows_m3h.get(rid)
+            if q is None:
+                known[z_in] = known[z_out] = False
+                continue
+            kg_s = q * model.rho_std20 / 3600.0
+            inflow[z_out] += kg_s
+            inflow[z_in] -= kg_s
+        has_source = np.zeros(net.n_zones, dtype=bool)
+        has_source[net.zone_of_node[net.source_node]] = True
+        ok = known & touched & ~has_source & (estimated > 0) & (inflow > 0)
+        scale = np.where(ok, inflow / np.where(estimated > 0, estimated, 1.0), 1.0)
+        return np.clip(scale, 0.05, 20.0)[model.consumer_zone]
+
+    async def cycle(self) -> NetworkSnapshot | None:
+        """One estimate–solve–publish cycle; the snapshot, or None without a network."""
+        model = self._model
+        if model is None:
+            return None
+        now = self._clock()
+        params, air_c, gas_c = self._parameters(model, now)
+        result, elapsed = await asyncio.to_thread(model.solve, params)
+        snapshot = self._snapshot(model, params, result, elapsed, now, air_c, gas_c)
+        self._publish_tags(model, snapshot, now)
+        self.latest = snapshot
+        self.cycles += 1
+        self._updated.set()
+        self._bus.publish(TWIN_TOPIC, {"type": "twin", "at": now.isoformat(), "status": snapshot.status})
+        return snapshot
+
+    def _snapshot(self, model: _Model, params: Any, result: Any, elapsed: float, now: dt.datetime,
+                  air_c: float, gas_c: float) -> NetworkSnapshot:
+        from twin_jax import Status
+
+        net = model.net
+        status = Status(int(result.status))
+        p_abs = np.asarray(result.state.pressure_pa_abs)
+        p = p_abs - net.ambient_pa
+        supplied = np.asarray(result.state.supplied)
+        m = np.asarray(result.state.mass_flow_kg_s)
+        nodes = [NodeState(i, a, float(v), bool(s))
+                 for i, a, v, s in zip(net.node_ids, model.node_area, p, supplied, strict=True)]
+        pf = p_abs[net.from_node[net.pipes]]
+        pt = p_abs[net.to_node[net.pipes]]
+        rho = np.asarray(net.gas.density_kg_m3(0.5 * (pf + pt), gas_c + 273.15))
+        vel = m[net.pipes] / (rho * model.pipe_area_m2)
+        pipes = [PipeState(i, a, float(q), float(v))
+                 for i, a, q, v in zip(net.pipe_ids, model.pipe_area, m[net.pipes], vel, strict=True)]
+        below = []
+        for k, cid in enumerate(net.consumer_ids):
+            n = int(net.consumer_node[k])
+            pmin = float(net.consumer_min_pa_gauge[k])
+            if not supplied[n] or p[n] < pmin:
+                below.append(ConsumerShortfall(cid, net.node_ids[n], model.consumer_area[k], float(p[n]),
+                                               pmin, bool(net.consumer_critical[k]), bool(supplied[n])))
+        residuals = []
+        for path, n in self._residual_sensors(model):
+            measured = self._good(path)
+            if measured is not None:
+                residuals.append(Residual(path, measured, float(p[n])))
+        return NetworkSnapshot(
+            at=now, status=status.name.lower(), message=status.message,
+            iterations=int(result.iterations), solve_ms=elapsed * 1e3, air_temperature_c=air_c,
+            gas_temperature_c=gas_c, total_demand_kg_s=float(np.sum(np.asarray(params.consumer_demand_kg_s))),
+            nodes=nodes, pipes=pipes, below_minimum=below, residuals=residuals)
+
+    def _publish_tags(self, model: _Model, snap: NetworkSnapshot, now: dt.datetime) -> None:
+        quality = Quality.GOOD if snap.status == "converged" else Quality.BAD
+        values: dict[str, TagValue] = {}
+        for n in snap.nodes:
+            values[f"twin/node/{n.id}/p"] = TagValue(round(n.pressure_pa_gauge, 1), quality, now, now)
+        for pipe in snap.pipes:
+            values[f"twin/pipe/{pipe.id}/flow"] = TagValue(round(pipe.mass_flow_kg_s, 6), quality, now, now)
+        for r in snap.residuals:
+            values[f"twin/residual/{r.path}"] = TagValue(round(r.residual, 1), quality, now, now)
+        self._publish(values)
