@@ -187,6 +187,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                        period_s=settings.twin_period_s,
                        air_temperature_c=settings.twin_air_temperature_c)
             if settings.twin_enabled else None)
+    if twin is not None:
+        control.attach_twin(twin)
     cache = (ResponseCache(settings.response_cache_size, settings.response_cache_version_ttl_s)
              if settings.response_cache_size else None)
     services = Services(

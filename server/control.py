@@ -65,6 +65,7 @@ class Control:
                                                     batch_size=200, log=log)
         self._tasks: list[asyncio.Task[None]] = []
         self._predictor: GraphImpactPredictor | None = None
+        self._twin: Any = None  # the live twin, when it runs: `attach_twin`
         # built now (the GraphQL services hold it); targets and the graph load at start
         self.pipeline = CommandPipeline(
             targets=self, status=self, impact=self, writer=self, readback=self,
@@ -102,10 +103,23 @@ class Control:
     # ------------------------------------------------------------------ ports
 
     async def predict(self, target: Target, action: Action, value: float | None) -> Impact:
-        """`ImpactPredictor`: the registry's connectivity (the twin's model replaces it)."""
+        """`ImpactPredictor`: the live twin's hydraulic what-if when it has a solved state of the
+        network, else the registry's connectivity."""
+        if self._twin is not None:
+            try:
+                impact = await self._twin.predict(target, action, value)
+            except Exception:  # a failed prediction must not block a command: fall back
+                log.exception("twin impact prediction failed; using the network graph")
+                impact = None
+            if impact is not None:
+                return impact
         if self._predictor is None:
             return Impact(method="none", detail="the network graph is not loaded yet")
         return await self._predictor.predict(target, action, value)
+
+    def attach_twin(self, twin: Any) -> None:
+        """Use the live twin (`server.twin_runner.TwinRunner`) for impact predictions."""
+        self._twin = twin
 
     def find(self, asset_id: str) -> Target | None:
         """The commandable asset with this id, whatever its kind."""

@@ -32,8 +32,11 @@ Mapping (docs/network-format.md, "Solving a network file with the twin"):
 - link `short_pipe` → `Valve` (open, loss 0, diameter `SHORT_PIPE_DIAMETER_M`, not
   operable); link `resistor` → `Valve` with the resistor's drag factor as loss coefficient and
   its diameter (not operable).
-- service point → `Consumer` at its node: demand `peak_load_m3h_std` × ρ(20 °C, 101.325 kPa)
-  / 3600 kg/s unless `demand_kg_s[service point id]` is given; `min_pressure_pa_gauge` (0 when
+- service point → `Consumer` at its node: demand its coincident share of the design flow of
+  its area (`peak_load_m3h_std` times the SP 42-101-2003 simultaneity factor of its consumer
+  group in that area, `erp.demo_town._loads`: the winter design peak the network is sized
+  for; the sum of own peaks would be several times that) × ρ(20 °C, 101.325 kPa) / 3600 kg/s,
+  unless `demand_kg_s[service point id]` is given; `min_pressure_pa_gauge` (0 when
   absent); critical when `critical_kind` is set.
 - area, meter, equipment and SKZ records play no part.
 
@@ -161,6 +164,23 @@ def density_at(gas: GasProperties, temperature_k: float, pressure_pa: float) -> 
             * (gas.standard_temperature_k / temperature_k))
 
 
+def _design_shares_m3h(service_points: Sequence[AssetRecord]) -> dict[str, float]:
+    """Each service point's coincident share of its area's design flow, m³/h std (20 °C)."""
+    from erp.demo_town._loads import consumer_group, group_shares_m3h
+
+    by_area: dict[Any, list[AssetRecord]] = {}
+    for r in service_points:
+        by_area.setdefault(r.values.get("area_id"), []).append(r)
+    out: dict[str, float] = {}
+    for recs in by_area.values():
+        pairs = [(consumer_group(str(r.values.get("category") or "household"),
+                                 float(r.values.get("peak_load_m3h_std") or 0.0),
+                                 float(r.values.get("annual_volume_m3_std") or 0.0)),
+                  float(r.values.get("peak_load_m3h_std") or 0.0)) for r in recs]
+        out.update(zip((r.id for r in recs), group_shares_m3h(pairs), strict=True))
+    return out
+
+
 def _takes_part(values: Mapping[str, Any]) -> bool:
     return values.get("status") in (None, _IN_SERVICE)
 
@@ -286,12 +306,13 @@ def description_from_records(
             problems.append(f"{r.id}: unknown link kind {kind!r}")
 
     rho_std = density_at(gas, REGISTRY_STANDARD_TEMPERATURE_K, REGISTRY_STANDARD_PRESSURE_PA)
+    design = _design_shares_m3h(by_kind.get("service_point", []))
     for r in by_kind.get("service_point", []):
         v = r.values
         if r.id in demands:
             demand = float(demands[r.id])
         else:
-            demand = float(v.get("peak_load_m3h_std") or 0.0) * rho_std / 3600.0
+            demand = design[r.id] * rho_std / 3600.0
         consumers.append(Consumer(
             r.id, v["node_id"], demand,
             min_pressure_pa_gauge=float(v.get("min_pressure_pa_gauge") or 0.0),

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from control.model import Action, Impact, Target, TargetKind
 from erp.services.registry import AssetRecord, load_levels, network_records
 from realtime.bus import AbstractBus
 from realtime.model import Quality, TagDef, TagValue
@@ -98,6 +99,7 @@ class _Model:
         self.stations = {sid: v for sid, v in by_kind["station"].items() if sid in self.regulator_index}
         self.corrector_node: dict[str, int] = {}
         self.state: Any = None
+        self.last: tuple[Any, Any] | None = None  # (parameters, Result) of the last good solve
         gas = net.gas
         self.rho_std20 = gas.density_std_kg_m3 * _STD20_PER_STD0
         area = np.pi * net.branch_diameter_m[: net.n_pipes] ** 2 / 4.0
@@ -127,6 +129,7 @@ class _Model:
         elapsed = time.perf_counter() - t0
         if int(result.status) == 0:
             self.state = result.state
+            self.last = (params, result)
         else:
             self.state = None  # a failed solve is no start for the next one
         return result, elapsed
@@ -197,6 +200,36 @@ class TwinRunner:
             self._updated.clear()
             await self._updated.wait()
         return self.latest
+
+    # -- impact of commands (control's ImpactPredictor) -------------------------------------
+
+    async def predict(self, target: Target, action: Action, value: float | None) -> Impact | None:
+        """The hydraulic impact of a command on the current state; None when the twin cannot tell
+        (no solved state yet, or a target it does not model)."""
+        model = self._model
+        if model is None or model.last is None:
+            return None
+        spec = _command_scenario(model, target, action, value)
+        if spec is None:
+            return None
+        params, baseline = model.last
+        from twin_jax.scenario import run_scenario
+
+        outcome = await asyncio.to_thread(run_scenario, model.net, params, spec, baseline=baseline)
+        was_supplied = np.asarray(baseline.state.supplied)
+        net = model.net
+        cut = [c for c in outcome.unsupplied
+               if was_supplied[net.consumer_node[net.consumer_ids.index(c)]]]
+        critical = [c for c in outcome.critical_unsupplied if c in set(cut)]
+        critical_p = [outcome.pressure_pa_gauge[net.node_ids[int(net.consumer_node[k])]]
+                      for k, cid in enumerate(net.consumer_ids)
+                      if net.consumer_critical[k] and cid not in set(outcome.unsupplied)]
+        below = len(outcome.below_minimum)
+        return Impact(
+            consumers_cut_off=len(cut), critical_cut_off=tuple(critical),
+            min_critical_pressure_pa=min(critical_p) if critical_p else None, method="hydraulic",
+            detail=f"twin: {len(cut)} service point(s) cut off, {below} below minimum pressure, "
+                   f"lowest pressure {outcome.min_pressure_pa_gauge:.0f} Pa ({outcome.status.message})")
 
     # -- one cycle ----------------------------------------------------------------------------
 
@@ -368,3 +401,24 @@ class TwinRunner:
         for r in snap.residuals:
             values[f"twin/residual/{r.path}"] = TagValue(round(r.residual, 1), quality, now, now)
         self._publish(values)
+
+
+def _command_scenario(model: _Model, target: Target, action: Action, value: float | None) -> Any:
+    """The what-if of a command, or None for targets the twin does not model (SKZ, meters)."""
+    from twin_jax.scenario import ScenarioSpec
+
+    net = model.net
+    closing = action is Action.close or (action is Action.set_position and value is not None
+                                         and value <= 0.0)
+    if target.kind is TargetKind.valve and target.asset_id in model.valve_index:
+        if action is Action.set_position and value is not None:
+            return ScenarioSpec(valve_openings={target.asset_id: min(max(value / 100.0, 0.0), 1.0)})
+        return ScenarioSpec(valve_openings={target.asset_id: 0.0 if closing else 1.0})
+    if target.kind is TargetKind.station and target.asset_id in model.regulator_index:
+        if action is Action.set_outlet_setpoint and value is not None:
+            return ScenarioSpec(regulator_setpoints_pa_gauge={target.asset_id: value})
+        if closing:
+            return ScenarioSpec(regulators_shut=(target.asset_id,))
+        return ScenarioSpec()
+    del net
+    return None

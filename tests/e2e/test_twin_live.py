@@ -148,3 +148,38 @@ def test_network_state_needs_a_role_that_reads_it(live: LiveServer) -> None:
     body = live.gql("{ networkState { status } }", role=None)
     assert body["data"] is None or body["data"]["networkState"] is None
     assert body["errors"][0]["message"].startswith("Forbidden")
+
+
+SELECT = """mutation($k: String!, $a: String!, $act: String!, $v: Float) {
+  selectCommand(targetKind: $k, assetId: $a, action: $act, reason: "twin test", value: $v) {
+    __typename ... on CommandSuccess { command { id state needsOverride
+      impact { consumersCutOff criticalCutOff minCriticalPressurePa method } } }
+    ... on CommandRefusal { message rule } } }"""
+CANCEL = 'mutation($id: String!) { cancelCommand(commandId: $id) { __typename } }'
+
+
+def test_commands_are_judged_by_the_twin(live: LiveServer) -> None:
+    feed(live, {"station/GRS-1/p_out": 295_000.0, "station/GRP-1/p_out": 2_700.0,
+                "valve/V-1/position": 100.0})
+    _state_after(live, lambda s: not s["consumersBelowMinimum"])
+    body = live.gql(SELECT, {"k": "valve", "a": "V-1", "act": "close"}, role="dispatcher")
+    result = body["data"]["selectCommand"]
+    assert result["__typename"] == "CommandSuccess", body
+    cmd = result["command"]
+    impact = cmd["impact"]
+    # the boiler house behind V-1 loses its gas: a critical cut-off, predicted hydraulically
+    assert impact["method"] == "hydraulic"
+    assert impact["consumersCutOff"] == 1 and impact["criticalCutOff"] == ["BH-1"]
+    assert cmd["needsOverride"]
+    live.gql(CANCEL, {"id": cmd["id"]}, role="dispatcher")
+    # shutting GRP-1's outlet valve: the whole street (50 households) loses gas, the critical
+    # boiler house on the medium-pressure side keeps its pressure
+    feed(live, {"station/GRP-1/valve_pos": 100.0})
+    body = live.gql(SELECT, {"k": "station", "a": "GRP-1", "act": "close"}, role="dispatcher")
+    result = body["data"]["selectCommand"]
+    assert result["__typename"] == "CommandSuccess", body
+    impact = result["command"]["impact"]
+    assert impact["method"] == "hydraulic"
+    assert impact["consumersCutOff"] == 50 and impact["criticalCutOff"] == []
+    assert 250_000.0 < impact["minCriticalPressurePa"] < 295_000.0
+    live.gql(CANCEL, {"id": result["command"]["id"]}, role="dispatcher")

@@ -151,8 +151,11 @@ def test_service_point_demand_is_converted_from_20_degrees() -> None:
                                                      "min_pressure_pa_gauge": 1500.0})]
     c = {x.id: x for x in description_from_records(records, gas=gas,
                                                     source_pressure_pa_gauge=SOURCE).consumers}
-    # 360 m³/h at 20 °C = 0.1 m³/s × 0.73 kg/m³ × 273.15/293.15
-    assert c["SP-1"].demand_kg_s == pytest.approx(0.1 * 0.73 * 273.15 / 293.15, rel=1e-12)
+    # 100 m³/h at 20 °C = 1/36 m³/s × 0.73 kg/m³ × 273.15/293.15 (a critical consumer is
+    # designed for its own peak); a lone flat with stove and water heater (peak 360 m³/h > 1.6)
+    # counts with SP 42-101's simultaneity factor 0.7
+    assert c["SP-2"].demand_kg_s == pytest.approx(100 / 3600 * 0.73 * 273.15 / 293.15, rel=1e-12)
+    assert c["SP-1"].demand_kg_s == pytest.approx(0.7 * 0.1 * 0.73 * 273.15 / 293.15, rel=1e-12)
     assert (c["SP-1"].node, c["SP-1"].min_pressure_pa_gauge, c["SP-1"].critical) == ("A", 0.0, False)
     assert (c["SP-2"].min_pressure_pa_gauge, c["SP-2"].critical) == (1500.0, True)
     given = description_from_records(records, gas=gas, source_pressure_pa_gauge=SOURCE,
