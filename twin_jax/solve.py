@@ -28,6 +28,7 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from twin_jax.linalg import solve_numeric, solve_pattern
 from twin_jax.network import CompiledNetwork, Parameters
@@ -169,9 +170,11 @@ def _branch_residual_on_ends(net: CompiledNetwork, params: Parameters, m: jnp.nd
     zeta = jnp.concatenate([net.branch_zeta[net.pipes], net.branch_zeta[net.valves] / safe_opening ** 2])
     length = jnp.concatenate([net.pipe_length_m, jnp.zeros(net.n_valves)])
     rough = jnp.concatenate([params.roughness_m, jnp.full(net.n_valves, 1e-5)])
-    incompressible = jnp.concatenate([net.pipe_incompressible, jnp.zeros(net.n_valves, dtype=bool)])
+    incompressible = (np.concatenate([net.pipe_incompressible, np.zeros(net.n_valves, dtype=bool)])
+                      if net.pipe_incompressible.any() else None)
     rho_ref = jnp.concatenate([net.pipe_reference_density, jnp.ones(net.n_valves)])
     dz = net.elevation_m[net.from_node[:nb]] - net.elevation_m[net.to_node[:nb]]
+    dz = dz if np.any(dz != 0.0) else None
     f_pv = pipe_residual(
         m[:nb], pf[:nb], pt[:nb], law=net.physics.friction, gas=gas, temperature_k=params.temperature_k,
         length_m=length, diameter_m=net.branch_diameter_m, roughness_m=rough, zeta=zeta, dz_m=dz,

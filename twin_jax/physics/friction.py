@@ -7,7 +7,7 @@ keeps the Newton matrix regular in dead ends and in loops whose flow passes thro
 Laws (the `FrictionLaw` names are what `gasops twin solve --friction` accepts):
 
 - `colebrook`: Colebrook–White, 1/√λ = −2·log10(2.51/(Re·√λ) + k/(3.71·D)), solved here by a
-  few Newton steps on x = 1/√λ started from Swamee–Jain (converged to rounding in 4 steps for
+  few Newton steps on x = 1/√λ started from Swamee–Jain (converged to rounding in 3 steps for
   Re ≥ 2000). Laminar 64/Re wherever it is larger.
 - `swamee-jain`: the explicit approximation 0.25/log10(k/(3.7·D) + 5.74/Re^0.9)²; laminar 64/Re
   wherever larger.
@@ -30,7 +30,7 @@ __all__ = ["FrictionLaw", "momentum_term"]
 
 _LN10 = 2.302585092994046
 _RE_TURBULENT_MIN = 2000.0
-_COLEBROOK_STEPS = 4
+_COLEBROOK_STEPS = 3
 
 
 class FrictionLaw(StrEnum):

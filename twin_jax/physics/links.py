@@ -35,8 +35,8 @@ def smooth_max_slope(x: jnp.ndarray, width: float = _KINK_WIDTH_PA) -> jnp.ndarr
 def pipe_residual(
     m: jnp.ndarray, p_from: jnp.ndarray, p_to: jnp.ndarray, *, law: FrictionLaw, gas: GasProperties,
     temperature_k: jnp.ndarray, length_m: jnp.ndarray, diameter_m: jnp.ndarray,
-    roughness_m: jnp.ndarray, zeta: jnp.ndarray, dz_m: jnp.ndarray, incompressible: jnp.ndarray,
-    reference_density: jnp.ndarray,
+    roughness_m: jnp.ndarray, zeta: jnp.ndarray, dz_m: jnp.ndarray | None,
+    incompressible: jnp.ndarray | None, reference_density: jnp.ndarray,
 ) -> jnp.ndarray:
     """Darcy–Weisbach residual of pipes (and open valves, with length 0), Pa.
 
@@ -46,7 +46,9 @@ def pipe_residual(
     mean pressure of the squared law). Incompressible form (low pressure): constant density
     ρ_ref, p₁ − p₂ + ρ_ref·g·(z₁ − z₂) − (λL/D + ζ)·ṁ|ṁ|/(2·ρ_ref·A²) = 0.
 
-    Arguments are shape (n,) except `temperature_k` (scalar); `dz_m` = z_from − z_to.
+    Arguments are shape (n,) except `temperature_k` (scalar); `dz_m` = z_from − z_to, None on
+    flat ground; `incompressible` a mask, None when no pipe uses that form (both decided at
+    compile time, so a flat all-compressible network pays for neither).
     """
     area = jnp.pi * diameter_m ** 2 / 4.0
     lam_mm = momentum_term(law, m, diameter_m, roughness_m, gas.viscosity_pa_s)
@@ -56,10 +58,15 @@ def pipe_residual(
     z = gas.compressibility(p_mean)
     c = (gas.standard_pressure_pa * temperature_k
          / (gas.standard_temperature_k * gas.density_std_kg_m3 * area ** 2))
-    rho_mean = 0.5 * (gas.density_kg_m3(p_from, temperature_k) + gas.density_kg_m3(p_to, temperature_k))
-    compressible = p_from - p_to + rho_mean * GRAVITY_M_S2 * dz_m - c * z * friction / p_sum
-    incompress = (p_from - p_to + reference_density * GRAVITY_M_S2 * dz_m
-                  - friction / (2.0 * reference_density * area ** 2))
+    compressible = p_from - p_to - c * z * friction / p_sum
+    if dz_m is not None:
+        rho_mean = 0.5 * (gas.density_kg_m3(p_from, temperature_k) + gas.density_kg_m3(p_to, temperature_k))
+        compressible = compressible + rho_mean * GRAVITY_M_S2 * dz_m
+    if incompressible is None:
+        return compressible
+    incompress = p_from - p_to - friction / (2.0 * reference_density * area ** 2)
+    if dz_m is not None:
+        incompress = incompress + reference_density * GRAVITY_M_S2 * dz_m
     return jnp.where(incompressible, incompress, compressible)
 
 
