@@ -191,7 +191,11 @@ class StationSimulator:
                  period_s: float = 1.0, seed: int = 0, cert_dir: Path | None = None,
                  users: Mapping[str, str] | None = None, utc_offset_h: float = 3.0,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 setpoints_pa: Mapping[str, float] | None = None) -> None:
+                 setpoints_pa: Mapping[str, float] | None = None,
+                 plant: Callable[[str], tuple[float, float, float] | None] | None = None) -> None:
+        """`plant`, when given, supplies each station's (flow m³/h, p_in Pa, p_out Pa) — the demo's
+        hydraulic plant (`server/plant.py`); the simulator adds sensor noise. Without it, or
+        while it has no answer, the stations follow their own statistical model."""
         if not stations:
             raise ValueError("a simulator needs at least one station")
         if period_s <= 0:
@@ -205,6 +209,7 @@ class StationSimulator:
         self._clock = clock
         self._rng = random.Random(seed)
         self._setpoints = dict(setpoints_pa or {})  # outlet set-points from the registry
+        self._plant = plant
         self._stations = [self._draw_station(s) for s in stations]
         self._points = station_points(stations)
         self._relay = _Relay(host, port)
@@ -426,6 +431,13 @@ class StationSimulator:
         # the ±10 % alarm band, as in the field)
         p_out = (station.p_out_sp * (1.0 - 0.04 * rel)) * min(1.0, opening * 5.0) + rng.gauss(
             0.0, 0.003 * station.p_out_sp)
+        physical = self._plant(station.id) if self._plant is not None else None
+        if physical is not None:  # the hydraulic plant's values, read through noisy sensors
+            q, p_in_true, p_out_true = physical
+            flow = max(q * (1.0 + rng.gauss(0.0, 0.01)), 0.0)
+            rel = flow / station.q_nom
+            p_in = p_in_true + rng.gauss(0.0, 200.0)
+            p_out = p_out_true + rng.gauss(0.0, 0.001 * max(station.p_out_sp, 1.0))
         local_hour = (now.astimezone(dt.UTC).hour + self._utc_offset_h) % 24
         t_gas = (station.t_ground - 1.5 * min(rel, 1.0)  # Joule-Thomson cooling across the regulator
                  + 0.6 * math.sin(2 * math.pi * (local_hour - 9) / 24) + rng.gauss(0.0, 0.05))

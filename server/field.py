@@ -117,6 +117,7 @@ class Field:
     plants: list[ModbusPlant] = field(default_factory=list)
     opcua_endpoints: dict[str, str] = field(default_factory=dict)
     simulators: list[Any] = field(default_factory=list)
+    plant: Any = None  # the demo's hydraulic plant (server/plant.py), feeding the station simulators
     _unsubs: list[Callable[[], None]] = field(default_factory=list)
     _owners: dict[str, tuple[Driver, str]] = field(default_factory=dict)  # tag → driver, address
 
@@ -142,6 +143,14 @@ class Field:
                 line["writes"][path] = (int(src["unit"]), src["write_point"])
         return lines
 
+    def _station_opening(self, station_id: str) -> float:
+        """A simulated station's outlet valve position, 0…1 (1 when no simulator has it)."""
+        for sim in self.simulators:
+            path = f"station/{station_id}/valve_pos"
+            if path in sim.points:
+                return min(max(float(sim.value(path) or 0.0), 0.0), 100.0) / 100.0
+        return 1.0
+
     async def start(self) -> None:
         """Start simulators (demo) and drivers; a line that cannot connect is retried by its
         driver, so start-up never waits on a dead device."""
@@ -164,9 +173,12 @@ class Field:
                              for p, src in self.sources.items()
                              if src.get("sim_setpoint_pa") is not None}
                 sim = StationSimulator(stations, port=free_port(), period_s=1.0,
-                                       setpoints_pa=setpoints)
+                                       setpoints_pa=setpoints,
+                                       plant=self.plant.station if self.plant is not None else None)
                 await sim.start()
                 self.simulators.append(sim)
+                if self.plant is not None:
+                    self.plant.station_opening = self._station_opening
                 self.opcua_endpoints[name] = sim.endpoint
             if name not in self.opcua_endpoints:
                 log.warning("no address for OPC UA endpoint %r: its tags stay without values",

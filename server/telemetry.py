@@ -47,7 +47,7 @@ class Telemetry:
                  modbus_lines: dict[str, tuple[str, int]] | None = None,
                  opcua_endpoints: dict[str, str] | None = None,
                  poll_period_s: float = 5.0, buffer_max_points: int = 5_000_000,
-                 stale_check_s: float = 5.0, apply_remote: bool = False) -> None:
+                 stale_check_s: float = 5.0, apply_remote: bool = False, plant: Any = None) -> None:
         self._db = db
         self.bus = bus
         self.store = TagStore()
@@ -61,6 +61,7 @@ class Telemetry:
             self.writer = HistorianWriter(self.buffer, on_drop=self._points_dropped)
         self.pipeline = Pipeline(self.store, bus, self.writer.sink if self.writer else None)
         self._simulate = simulate_field
+        self._plant = plant
         self._modbus_lines = dict(modbus_lines or {})
         self._opcua_endpoints = dict(opcua_endpoints or {})
         self._poll_period_s = poll_period_s
@@ -88,7 +89,7 @@ class Telemetry:
         self.field = Field(sources_of(rows), self.pipeline.on_values, simulate=self._simulate,
                            line_addresses=dict(self._modbus_lines),
                            opcua_endpoints=dict(self._opcua_endpoints),
-                           poll_period_s=self._poll_period_s)
+                           poll_period_s=self._poll_period_s, plant=self._plant)
         await self.field.start()
         self._stale_task = asyncio.create_task(self._watch_stale(), name="stale-tags")
         if self._apply_remote:
