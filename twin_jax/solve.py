@@ -36,9 +36,11 @@ from twin_jax.physics.gas import GasProperties
 from twin_jax.physics.links import (
     REGULATOR_DROOP_PA_PER_KG_S,
     pipe_residual,
+    pipe_residual_partials,
     regulator_limit,
     regulator_limit_slope,
     regulator_residual,
+    regulator_residual_partials,
 )
 
 __all__ = ["Result", "SolverOptions", "State", "Status", "solve_steady", "supplied_nodes"]
@@ -147,21 +149,14 @@ def _node_residual(net: CompiledNetwork, params: Parameters, m: jnp.ndarray, p: 
 def _linearized(net: CompiledNetwork, params: Parameters, m: jnp.ndarray, p: jnp.ndarray
                 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """F and its exact partials ∂F/∂ṁ, ∂F/∂p_from, ∂F/∂p_to, all [n_branches]."""
-    pf, pt = p[net.from_node], p[net.to_node]
-
-    def total(m_: jnp.ndarray, pf_: jnp.ndarray, pt_: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-        f_ = _branch_residual_on_ends(net, params, m_, pf_, pt_)
-        return jnp.sum(f_), f_
-
-    # Each F_k depends on its own ṁ_k and end pressures only, so the gradient of ΣF gives every
-    # partial in one reverse pass (cheaper than three forward passes).
-    (f_m, f_pf, f_pt), f = jax.grad(total, argnums=(0, 1, 2), has_aux=True)(m, pf, pt)
+    f, f_m, f_pf, f_pt = _branch_laws(net, params, m, p[net.from_node], p[net.to_node], partials=True)
     return f, f_m, f_pf, f_pt
 
 
-def _branch_residual_on_ends(net: CompiledNetwork, params: Parameters, m: jnp.ndarray,
-                             pf: jnp.ndarray, pt: jnp.ndarray) -> jnp.ndarray:
-    """F per branch [n_branches] from its end pressures: Pa; a closed link's F is its flow."""
+def _branch_laws(net: CompiledNetwork, params: Parameters, m: jnp.ndarray, pf: jnp.ndarray,
+                 pt: jnp.ndarray, *, partials: bool) -> tuple[jnp.ndarray, ...]:
+    """F per branch [n_branches] from its end pressures (Pa; a closed link's F is its flow),
+    and with `partials` also ∂F/∂ṁ, ∂F/∂p_from, ∂F/∂p_to in closed form."""
     gas: GasProperties = net.gas
     nb = net.n_pipes + net.n_valves
     opening = params.valve_opening
@@ -175,19 +170,33 @@ def _branch_residual_on_ends(net: CompiledNetwork, params: Parameters, m: jnp.nd
     rho_ref = jnp.concatenate([net.pipe_reference_density, jnp.ones(net.n_valves)])
     dz = net.elevation_m[net.from_node[:nb]] - net.elevation_m[net.to_node[:nb]]
     dz = dz if np.any(dz != 0.0) else None
-    f_pv = pipe_residual(
+    law = pipe_residual_partials if partials else pipe_residual
+    out = law(
         m[:nb], pf[:nb], pt[:nb], law=net.physics.friction, gas=gas, temperature_k=params.temperature_k,
         length_m=length, diameter_m=net.branch_diameter_m, roughness_m=rough, zeta=zeta, dz_m=dz,
         incompressible=incompressible, reference_density=rho_ref)
+    pv = out if partials else (out,)
     closed = jnp.concatenate([jnp.zeros(net.n_pipes, dtype=bool), closed_v])
-    f_pv = jnp.where(closed, m[:nb], f_pv)
+    shut_values = (m[:nb], jnp.ones(nb), jnp.zeros(nb), jnp.zeros(nb))
+    pv = tuple(jnp.where(closed, shut, x) for x, shut in zip(pv, shut_values, strict=False))
     if not net.n_regulators:
-        return f_pv
+        return pv
     rs = net.regulators
     sp_abs = params.setpoint_pa_gauge + net.ambient_pa[net.to_node[rs]]
-    f_r = regulator_residual(m[rs], pf[rs], pt[rs], setpoint_pa_abs=sp_abs, boost=net.regulator_boost)
-    f_r = jnp.where(params.regulator_in_service > 0.0, f_r, m[rs])
-    return jnp.concatenate([f_pv, f_r])
+    reg_law = regulator_residual_partials if partials else regulator_residual
+    out_r = reg_law(m[rs], pf[rs], pt[rs], setpoint_pa_abs=sp_abs, boost=net.regulator_boost)
+    rv = out_r if partials else (out_r,)
+    nr = net.n_regulators
+    in_service = params.regulator_in_service > 0.0
+    shut_values = (m[rs], jnp.ones(nr), jnp.zeros(nr), jnp.zeros(nr))
+    rv = tuple(jnp.where(in_service, x, shut) for x, shut in zip(rv, shut_values, strict=False))
+    return tuple(jnp.concatenate([x, y]) for x, y in zip(pv, rv, strict=True))
+
+
+def _branch_residual_on_ends(net: CompiledNetwork, params: Parameters, m: jnp.ndarray,
+                             pf: jnp.ndarray, pt: jnp.ndarray) -> jnp.ndarray:
+    """F per branch [n_branches] from its end pressures: Pa; a closed link's F is its flow."""
+    return _branch_laws(net, params, m, pf, pt, partials=False)[0]
 
 
 def _matrix_values(net: CompiledNetwork, f_m: jnp.ndarray, f_pf: jnp.ndarray, f_pt: jnp.ndarray,
