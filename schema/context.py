@@ -21,6 +21,8 @@ from schema.cache import ResponseCache
 if TYPE_CHECKING:  # the session factory is handed in by the server; resolvers never build one
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+    from schema.twin import ScenarioService
+
 __all__ = ["MISSING", "Context", "Loaders", "Services"]
 
 
@@ -39,6 +41,7 @@ class Services:
     alarms: AlarmEngine | None = None  # None when the alarm engine does not run in this process
     control: CommandPipeline | None = None  # None when control does not run in this process
     twin: TwinReader | None = None  # None when the live twin does not run in this process
+    scenarios: ScenarioService | None = None  # what-if jobs; None without the live twin here
 
 
 MISSING: Any = object()

@@ -22,6 +22,7 @@ from schema.context import Context
 from schema.control import COMMAND_MUTATIONS
 from schema.errors import AuthError, Forbidden, NotFound, ValidationError, from_erp_error
 from schema.permissions import actor_of, refusal
+from schema.twin import TWIN_MUTATIONS
 from schema.types import assets as t
 from schema.types import inputs as i
 
@@ -260,4 +261,5 @@ Mutation = create_type("Mutation", [
     *ASSET_MUTATIONS,
     *ALARM_MUTATIONS,
     *COMMAND_MUTATIONS,
+    *TWIN_MUTATIONS,
 ])

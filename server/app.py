@@ -39,6 +39,7 @@ from server.push import PushEndpoint
 from server.settings import HistorianKind, Settings
 from server.telemetry import Telemetry
 from server.twin_runner import TwinRunner
+from server.twin_scenarios import ScenarioRunner
 from server.vendor import FRONTEND_DIR, VendorAssets
 
 __all__ = ["create_app"]
@@ -161,13 +162,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
     bus: AbstractBus = RedisBus(settings.redis_url) if settings.redis_url else Broadcast()
     db = session_factory(engine)
     historian = _historian(settings)
+    # The demo's simulated field follows a hidden, perturbed hydraulic plant (server/plant.py)
+    # when the twin's physics is available in this process.
+    plant = None
+    if settings.simulate_field and settings.twin_enabled:
+        from server.plant import SimulatedPlant
+
+        plant = SimulatedPlant(db, air_temperature_c=settings.twin_air_temperature_c)
     telemetry = Telemetry(db, bus, historian, settings.var_dir / "historian-buffer.sqlite3",
                           buffer_max_points=settings.historian_buffer_max_points,
                           simulate_field=settings.simulate_field,
                           modbus_lines=settings.modbus_line_addresses(),
                           opcua_endpoints=dict(settings.opcua_endpoints),
                           poll_period_s=settings.poll_period_s,
-                          apply_remote=settings.redis_url is not None)
+                          apply_remote=settings.redis_url is not None, plant=plant)
     notifications = (Notifications(settings.notify_config_file, settings.notify_channels,
                                    redis_url=settings.redis_url, db=db)
                      if settings.notify_config_file else None)
@@ -189,11 +197,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if settings.twin_enabled else None)
     if twin is not None:
         control.attach_twin(twin)
+    scenarios = ScenarioRunner(db, twin) if twin is not None else None
     cache = (ResponseCache(settings.response_cache_size, settings.response_cache_version_ttl_s)
              if settings.response_cache_size else None)
     services = Services(
         db=db, bus=bus, tags=telemetry.store, historian=historian, alarms=alarms.engine,
-        control=control.pipeline, twin=twin,
+        control=control.pipeline, twin=twin, scenarios=scenarios,
         signing_key=settings.signing_key(),
         access_token_ttl_s=settings.access_token_ttl_s, max_page_size=settings.max_page_size,
         response_cache=cache)
@@ -240,6 +249,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Everything built so far (schema, mappers, modules) lives as long as the process: move
         # it out of the collector's way, so full collections stay short under load.
         app.state.loop = asyncio.get_running_loop()
+        if plant is not None:
+            await plant.start()
         await telemetry.start()
         await alarms.start()
         await control.start()
@@ -249,11 +260,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await notifications.start()
         if twin is not None:
             await twin.start()
+        if scenarios is not None:
+            await scenarios.start()
         gc.collect()
         gc.freeze()
         try:
             yield
         finally:
+            if scenarios is not None:
+                await scenarios.stop()
             if twin is not None:
                 await twin.stop()
             if notifications is not None:
@@ -263,6 +278,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await control.stop()
             await alarms.stop()
             await telemetry.stop()
+            if plant is not None:
+                await plant.stop()
             await engine.dispose()
 
     app = Starlette(routes=[
@@ -284,4 +301,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.integrators = integrators
     app.state.notifications = notifications
     app.state.twin = twin
+    app.state.scenarios = scenarios
+    app.state.plant = plant
     return app

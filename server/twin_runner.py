@@ -201,6 +201,16 @@ class TwinRunner:
             await self._updated.wait()
         return self.latest
 
+    def current(self) -> tuple[_Model, Any, Any] | None:
+        """(model, parameters, Result) of the last good solve, None before one or without a
+        network: the state what-if scenarios start from (`server/twin_scenarios.py`)."""
+        model = self._model
+        last = model.last if model is not None else None
+        if model is None or last is None:
+            return None
+        params, result = last
+        return model, params, result
+
     # -- impact of commands (control's ImpactPredictor) -------------------------------------
 
     async def predict(self, target: Target, action: Action, value: float | None) -> Impact | None:

@@ -589,3 +589,31 @@ class NotificationStatusRow(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     reason: Mapped[str] = mapped_column(Text, default="")
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+# --- hydraulic twin -------------------------------------------------------------------------
+
+__all__ += ["TwinScenarioRow"]
+
+
+class TwinScenarioRow(Base):
+    """One what-if scenario of the hydraulic twin (TWIN-2), run as a background job.
+
+    `spec` is the scenario as asked (plain JSON: valve changes, set-points, bursts, …);
+    `status` goes queued → running → done or failed; `summary` holds the headline figures and
+    `result` the whole outcome (every node's pressure and change, every branch's flow, the
+    consumers without gas or below their minimum); `error` says why a failed one failed.
+    """
+
+    __tablename__ = "twin_scenarios"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

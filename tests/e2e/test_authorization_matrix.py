@@ -28,6 +28,9 @@ MATRIX: dict[str, frozenset[Role]] = {
     "approveCommand": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
     **{name: frozenset({Role.admin, Role.dispatcher, Role.engineer})
        for name in ("startMaintenance", "endMaintenance")},
+    # What-if scenarios on the hydraulic twin (twin.scenarios); without a twin in the process
+    # the allowed roles get a ScenarioRefusal, the others Forbidden.
+    "runScenario": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
     **{f"{verb}{kind}": REGISTRY_WRITERS
        for verb in ("create", "update", "retire")
        for kind in ("Node", "Pipe", "Station", "Valve", "SkzStation", "ServicePoint", "Meter",
