@@ -8,10 +8,13 @@ every 0.3 s; the test feeds station gauges like a driver would and reads `networ
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
 import pytest
+from gql import Client, gql
+from gql.transport.websockets import WebsocketsTransport
 
 from erp.services.registry import AssetRecord
 from tests._live import LiveServer, start_live_server
@@ -183,3 +186,24 @@ def test_commands_are_judged_by_the_twin(live: LiveServer) -> None:
     assert impact["consumersCutOff"] == 50 and impact["criticalCutOff"] == []
     assert 250_000.0 < impact["minCriticalPressurePa"] < 295_000.0
     live.gql(CANCEL, {"id": result["command"]["id"]}, role="dispatcher")
+
+
+async def test_network_state_updates_stream_every_solve(live: LiveServer) -> None:
+    token = live.tokens["dispatcher"]
+    ws = WebsocketsTransport(url=live.ws_url, init_payload={"Authorization": f"Bearer {token}"},
+                             subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL])
+    seen: list[dict] = []
+    async with Client(transport=ws) as session:
+        async def listen() -> None:
+            async for ev in session.subscribe(gql(
+                    'subscription { networkStateUpdates(area: "T1") { at status '
+                    'nodes { id pressurePaGauge } } }')):
+                seen.append(ev["networkStateUpdates"])
+                if len({s["at"] for s in seen}) >= 3:
+                    return
+
+        await asyncio.wait_for(listen(), 20)
+    stamps = [s["at"] for s in seen]
+    assert stamps == sorted(stamps) and len(set(stamps)) >= 3  # one per solve, in order
+    assert all(s["status"] == "converged" for s in seen)
+    assert {n["id"] for n in seen[-1]["nodes"]} >= {"M1", "L3"}
