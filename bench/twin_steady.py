@@ -4,7 +4,7 @@ Run: `.venv/bin/python bench/twin_steady.py` (about 4 minutes; `--sizes 1000 100
 quick look, `--sizes ... 100000` to add the largest).
 
 Networks: `twin_jax.synthetic.synthetic_city(n)` — a medium-pressure street grid, a random
-spanning tree plus one loop per ~16 nodes, one infeed per 5,000 nodes (at least 3), a demand
+spanning tree plus one loop per ~16 nodes, one infeed per 2,500 nodes (at least 3), a demand
 at every node, pipes sized by the flow they carry; Colebrook–White friction, pandapipes' hgas
 gas and compressibility model on both sides (squared-pressure form everywhere).
 

@@ -2,7 +2,8 @@
 
 `synthetic_city(n_nodes)` lays the medium-pressure network on a jittered street grid: a random
 spanning tree of the grid (Kruskal over random weights) plus extra street edges closing loops
-(by default one loop per ~16 nodes, as in city distribution), several fixed-pressure infeeds,
+(by default one loop per ~16 nodes, as in city distribution), one fixed-pressure infeed per
+2,500 nodes,
 a demand at every node, and pipes sized from the flow they carry (tree accumulation from the
 nearest infeed). Optional low-pressure districts hang off it through regulators. Deterministic
 for a seed. Pure NumPy: building 100,000 nodes takes about a second.
@@ -101,7 +102,8 @@ def synthetic_city(
 ) -> NetworkDescription:
     """A medium-pressure street network of `n_nodes` (plus `low_pressure_districts` × `district_nodes`).
 
-    Arguments: `sources` infeeds (default one per 5,000 nodes, at least 3), spread over the
+    Arguments: `sources` infeeds (default one per 2,500 nodes, at least 3 — fewer cannot feed
+    100,000 nodes through a random spanning tree's long paths at 3 bar), spread over the
     grid at slightly different pressures around `source_pressure_pa_gauge`; `loop_fraction`
     extra edges per node; low-pressure districts each fed by one regulator at
     `district_setpoint_pa_gauge`. Demands 1–5 g/s per medium-pressure node (a block of flats
@@ -109,7 +111,7 @@ def synthetic_city(
     """
     gas = gas or GasProperties()
     rng = np.random.default_rng(seed)
-    n_src = sources if sources is not None else max(3, n_nodes // 5_000)
+    n_src = sources if sources is not None else max(3, n_nodes // 2_500)
     xy, edges = _grid(n_nodes, rng, spacing_m, loop_fraction)
     demand = rng.uniform(0.001, 0.005, n_nodes)
     roots = np.unique(np.linspace(0, n_nodes - 1, n_src + 2)[1:-1].round().astype(int)).tolist()
