@@ -12,6 +12,7 @@ simulators to free loopback ports and fills that map itself.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -119,6 +120,7 @@ class Field:
     simulators: list[Any] = field(default_factory=list)
     plant: Any = None  # the demo's hydraulic plant (server/plant.py), feeding the station simulators
     _unsubs: list[Callable[[], None]] = field(default_factory=list)
+    _valve_units: dict[str, tuple[ModbusPlant, int]] = field(default_factory=dict)
     _owners: dict[str, tuple[Driver, str]] = field(default_factory=dict)  # tag → driver, address
 
     async def write(self, path: str, value: Any) -> None:
@@ -151,11 +153,21 @@ class Field:
                 return min(max(float(sim.value(path) or 0.0), 0.0), 100.0) / 100.0
         return 1.0
 
+    def _valve_opening(self, valve_id: str) -> float | None:
+        """A simulated smart valve's actuator position, 0…1 (None when none simulates it)."""
+        found = self._valve_units.get(valve_id)
+        if found is None:
+            return None
+        plant, unit = found
+        return min(max(plant.devices[unit].values.get("position", 100.0), 0.0), 100.0) / 100.0
+
     async def start(self) -> None:
         """Start simulators (demo) and drivers; a line that cannot connect is retried by its
         driver, so start-up never waits on a dead device."""
         await self._start_opcua()
         await self._start_modbus()
+        if self.plant is not None:
+            self.plant.valve_opening = self._valve_opening
 
     async def _start_opcua(self) -> None:
         from opcua.client import OpcUaDriver
@@ -199,12 +211,18 @@ class Field:
             framing = DEMO_LINES[name][1] if name in DEMO_LINES else Framing.TCP
             if self.simulate:
                 port = free_port()
+                asset_of = {u: p.split("/")[1] for p, (u, _pt) in line["points"].items()}
+                source = (functools.partial(_corrector_values, self.plant, asset_of)
+                          if self.plant is not None else None)
+
                 plant = ModbusPlant([PlantDevice(u, m, 40.0 + 17.0 * (u % 7))
                                      for u, m in sorted(line["units"].items())],
-                                    port, rtu=framing is Framing.RTU)
+                                    port, rtu=framing is Framing.RTU, corrector_source=source)
                 await plant.start()
                 self.plants.append(plant)
                 self.line_addresses[name] = ("127.0.0.1", port)
+                self._valve_units.update({a: (plant, u) for u, a in asset_of.items()
+                                          if line["units"][u].startswith("smart-valve")})
             if name not in self.line_addresses:
                 log.warning("no address for Modbus line %r: its tags stay without values", name)
                 continue
@@ -240,6 +258,11 @@ class Field:
         self._owners.clear()
         self.plants.clear()
         self.simulators.clear()
+
+
+def _corrector_values(plant: Any, asset_of: Mapping[int, str], unit: int) -> tuple[float, float] | None:
+    """The hydraulic plant's (p_abs, flow) at the corrector on Modbus unit `unit`."""
+    return plant.meter(asset_of.get(unit, ""))
 
 
 def free_port() -> int:

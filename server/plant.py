@@ -11,7 +11,11 @@ plant instead of drawing them: the same network and solver as the twin, but
 - occasional leaks: on average one every `leak_every_h` hours at a random node, 0.5…5 % of
   its zone's demand, lasting one to three hours (`truth()` lists them — the hidden answer a
   leak-detection benchmark is scored against);
-- the stations' outlet valves as the simulator's `valve_pos` says (a shut station is shut here).
+- the stations' outlet valves as the simulator's `valve_pos` says (a shut station is shut here),
+  the smart line valves as their simulated actuators stand.
+
+The station simulator reads flows and pressures from it, the volume correctors' simulator their
+pressure and flow (`meter(id)`).
 
 It solves every `period_s` seconds in a worker thread; `station(id)` returns the latest
 (flow m³/h at 20 °C, inlet and outlet gauge pressure, Pa) or None until the first solve.
@@ -32,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from erp.services.registry import corrector_service_points
 from server.twin_runner import load_registry_records
 
 __all__ = ["Leak", "SimulatedPlant"]
@@ -72,6 +77,10 @@ class SimulatedPlant:
         self._roughness: Any = None
         self.station_opening: Callable[[str], float] = lambda _sid: 1.0
         """Set by the field: the simulator's outlet valve position of a station, 0…1."""
+        self.valve_opening: Callable[[str], float | None] = lambda _vid: None
+        """Set by the field: a smart valve actuator's position, 0…1 (None: as registered)."""
+        self._meters: dict[str, int] = {}  # corrector meter id → consumer index
+        self._corrector_values: dict[str, tuple[float, float]] = {}
 
     async def start(self) -> None:
         """Load and compile in the background; the simulators use their own model until then."""
@@ -89,6 +98,10 @@ class SimulatedPlant:
         """(flow m³/h at 20 °C, inlet Pa gauge, outlet Pa gauge) of a station, if solved."""
         return self._stations.get(station_id)
 
+    def meter(self, meter_id: str) -> tuple[float, float] | None:
+        """(absolute pressure Pa, standard flow m³/h at 20 °C) at a volume corrector, if solved."""
+        return self._corrector_values.get(meter_id)
+
     def truth(self) -> list[Leak]:
         """The leaks running now or in the past (the hidden truth)."""
         return list(self._leaks)
@@ -96,9 +109,13 @@ class SimulatedPlant:
     async def _run(self) -> None:
         try:
             records, levels = await load_registry_records(self._db)
+            async with self._db() as session:
+                correctors = await corrector_service_points(session)
             from server.twin_runner import _Model
 
             self._model = await asyncio.to_thread(_Model, records, levels)
+            index = {c: k for k, c in enumerate(self._model.net.consumer_ids)}
+            self._meters = {m: index[sp] for m, sp in correctors.items() if sp in index}
         except Exception:  # no network (an empty registry): the simulators keep their own model
             log.exception("simulated plant: no network to solve")
             return
@@ -157,9 +174,15 @@ class SimulatedPlant:
         extra = self._leak_process(now, zone_demand)
         in_service = np.array([1.0 if self.station_opening(r) > 0.05 else 0.0
                                for r in net.regulator_ids])
+        opening = np.asarray(model.base.valve_opening).copy()
+        for vid, k in model.valve_index.items():
+            position = self.valve_opening(vid)
+            if position is not None:
+                opening[k] = position
         params = model.base._replace(
             consumer_demand_kg_s=jnp.asarray(demand), extra_demand_kg_s=jnp.asarray(extra),
-            roughness_m=jnp.asarray(self._roughness), regulator_in_service=jnp.asarray(in_service))
+            roughness_m=jnp.asarray(self._roughness), regulator_in_service=jnp.asarray(in_service),
+            valve_opening=jnp.asarray(opening))
         result, _ = await asyncio.to_thread(model.solve, params)
         if int(result.status) != 0:
             log.warning("simulated plant did not converge this cycle")
@@ -172,3 +195,11 @@ class SimulatedPlant:
             flow_m3h = max(float(m[regs][k]), 0.0) / model.rho_std20 * 3600.0
             stations[rid] = (flow_m3h, float(p[net.from_node[regs][k]]), float(p[net.to_node[regs][k]]))
         self._stations = stations
+        supplied = np.asarray(result.state.supplied)
+        p_abs = np.asarray(result.state.pressure_pa_abs)
+        correctors = {}
+        for meter_id, k in self._meters.items():
+            node = int(net.consumer_node[k])
+            flow = float(demand[k]) / model.rho_std20 * 3600.0 if supplied[node] else 0.0
+            correctors[meter_id] = (float(p_abs[node]), flow)
+        self._corrector_values = correctors

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from control.model import Action, Impact, Target, TargetKind
-from erp.services.registry import AssetRecord, load_levels, network_records
+from erp.services.registry import AssetRecord, corrector_service_points, load_levels, network_records
 from realtime.bus import AbstractBus
 from realtime.model import Quality, TagDef, TagValue
 from realtime.store import TagStore
@@ -152,6 +152,7 @@ class TwinRunner:
         self._clock = clock
         self._utc_offset = dt.timedelta(hours=local_utc_offset_h)
         self._model: _Model | None = None
+        self._correctors: dict[str, str] = {}  # corrector meter id → service point id
         self._task: asyncio.Task[None] | None = None
         self.latest: NetworkSnapshot | None = None
         self.error: str | None = None
@@ -175,6 +176,8 @@ class TwinRunner:
     async def reload(self) -> None:
         """Re-read the registry and recompile (after the network changed)."""
         records, levels = await load_registry_records(self._db)
+        async with self._db() as session:
+            self._correctors = await corrector_service_points(session)
         model = await asyncio.to_thread(_Model, records, levels)
         self._model = model
         self._define_tags(model)
@@ -268,6 +271,10 @@ class TwinRunner:
             inlet = st.get("inlet_node_id")
             if inlet in net.node_index and inlet not in model.source_by_node:
                 out.append((f"station/{sid}/p_in", net.node_index[inlet]))
+        consumer = {c: k for k, c in enumerate(net.consumer_ids)}
+        for meter_id, sp in sorted(self._correctors.items()):
+            if sp in consumer:  # a corrector's gauge reads absolute pressure
+                out.append((f"meter/{meter_id}/p", int(net.consumer_node[consumer[sp]])))
         return out
 
     def _good(self, path: str) -> float | None:
@@ -394,7 +401,8 @@ class TwinRunner:
         for path, n in self._residual_sensors(model):
             measured = self._good(path)
             if measured is not None:
-                residuals.append(Residual(path, measured, float(p[n])))
+                modelled = p_abs[n] if path.startswith("meter/") else p[n]
+                residuals.append(Residual(path, measured, float(modelled)))
         return NetworkSnapshot(
             at=now, status=status.name.lower(), message=status.message,
             iterations=int(result.iterations), solve_ms=elapsed * 1e3, air_temperature_c=air_c,

@@ -29,6 +29,7 @@ __all__ = [
     "bulk_import",
     "create_asset",
     "load_levels",
+    "corrector_service_points",
     "network_records",
     "retire_asset",
     "update_asset",
@@ -398,3 +399,11 @@ async def network_records(session: AsyncSession) -> list[AssetRecord]:
         for obj in (await session.execute(stmt)).scalars():
             records.append(AssetRecord(kind, obj.id, row_values(kind, obj)))
     return records
+
+
+async def corrector_service_points(session: AsyncSession) -> dict[str, str]:
+    """Meter id → service point id of every in-service industrial volume corrector."""
+    rows = await session.execute(select(orm.Meter.id, orm.Meter.service_point_id).where(
+        orm.Meter.kind == "industrial_corrector", orm.Meter.status != "retired",
+        orm.Meter.service_point_id.is_not(None)))
+    return {m: sp for m, sp in rows.all()}

@@ -30,6 +30,7 @@ import functools
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pymodbus import FramerType
@@ -95,8 +96,12 @@ class ModbusPlant:
     """A pymodbus server for `devices`; `start()`, `step()` on a clock, `stop()`."""
 
     def __init__(self, devices: list[PlantDevice], port: int, *, rtu: bool = False,
-                 period_s: float = 1.0, seed: int = 7) -> None:
+                 period_s: float = 1.0, seed: int = 7,
+                 corrector_source: Callable[[int], tuple[float, float] | None] | None = None) -> None:
+        """`corrector_source`, when given, supplies a corrector's (absolute pressure Pa, standard
+        flow m³/h) by unit id — the demo's hydraulic plant; the device adds sensor noise."""
         self.devices = {d.unit_id: d for d in devices}
+        self._corrector_source = corrector_source
         self.port = port
         self.rtu = rtu
         self.period_s = period_s
@@ -200,11 +205,18 @@ class ModbusPlant:
         for d in self.devices.values():
             v = d.values
             if d.model.startswith("corrector"):
-                qb = max(0.0, d.base_flow_m3h * _demand(self.hour) * self._rng.gauss(1.0, 0.03))
+                physical = (self._corrector_source(d.unit_id)
+                            if self._corrector_source is not None else None)
+                if physical is not None:  # the hydraulic plant, through noisy sensors
+                    p_abs, q_true = physical
+                    qb = max(0.0, q_true * self._rng.gauss(1.0, 0.005))
+                else:
+                    p_abs = 401_325.0
+                    qb = max(0.0, d.base_flow_m3h * _demand(self.hour) * self._rng.gauss(1.0, 0.03))
                 v["qb"], v["qm"] = qb, qb / v["k_factor"]
                 v["vb"] += qb * dt_s / 3600.0
                 v["vm"] += v["qm"] * dt_s / 3600.0
-                v["p_abs"] = 401_325.0 + self._rng.gauss(0.0, 300.0)
+                v["p_abs"] = p_abs + self._rng.gauss(0.0, 300.0 if physical is None else 100.0)
                 v["t_gas"] = 6.0 + 2.0 * math.sin(self.hour / 24 * 2 * math.pi)
             elif d.model.startswith("skz"):
                 v["e_pol"] = v["setpoint_e_pol"] - 0.02 + self._rng.gauss(0.0, 0.005)

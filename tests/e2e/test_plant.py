@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from erp.adapters.db import create_engine, session_factory
+from erp.services.registry import AssetRecord
 from server.plant import SimulatedPlant
 from tests.e2e._network import seed_stations
 from tests.e2e.test_twin_live import town
@@ -24,7 +25,9 @@ def _run(coro_fn) -> object:
 
 def test_plant_feeds_stations_and_leaks_show_in_the_inflow(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'gasops.sqlite3'}"
-    seed_stations(url, town())
+    seed_stations(url, [*town(), AssetRecord("meter", "M-IND-1", {
+        "serial": "C-1", "model": "EK270", "kind": "industrial_corrector",
+        "service_point_id": "IND-1", "area_id": "T1"})])
 
     async def scenario() -> dict[str, object]:
         engine = create_engine(url)
@@ -44,6 +47,7 @@ def test_plant_feeds_stations_and_leaks_show_in_the_inflow(tmp_path: Path) -> No
             await asyncio.sleep(0.2)
             later = plant.station("GRS-1")
             return {"grp": plant.station("GRP-1"), "first": first, "later": later,
+                    "corrector": plant.meter("M-IND-1"),
                     "leaks": plant.truth()}
         finally:
             await plant.stop()
@@ -54,6 +58,8 @@ def test_plant_feeds_stations_and_leaks_show_in_the_inflow(tmp_path: Path) -> No
     assert flow > 1.0  # m³/h: the street's households take gas at −10 °C
     assert p_out == pytest.approx(2_800.0, abs=1.0)  # the regulator holds the registry set-point
     assert 250_000.0 < p_in < 300_000.0  # the medium-pressure side, below the GRS outlet
+    p_abs, q = out["corrector"]  # the industrial consumer's corrector: its node, its demand
+    assert 300_000.0 < p_abs < 401_325.0 and q > 1.0  # absolute, below the GRS outlet
     assert out["leaks"], "a leak should have started (one per period asked for)"
     assert out["leaks"][0].rate_kg_s > 0
     # the GRS now also feeds the leaks (the town-wide demand wanders by at most ±5 %)
