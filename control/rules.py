@@ -12,7 +12,7 @@ change it without touching code; the defaults follow the platform's roles.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from control.model import ACTIONS_OF, Action, Impact, Operator, Target, TargetKind, WritePlan
@@ -27,6 +27,8 @@ class TargetStatus:
     communicating: bool
     quality_good: bool
     detail: str = ""
+    readings: Mapping[str, float] = field(default_factory=dict)
+    """Live values the limits look at, by tag name (an SKZ's `i_out`, `u_out`, `setpoint`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,7 @@ class ControlPolicy:
     rate_window: dt.timedelta = dt.timedelta(minutes=10)
     skz_setpoint_range_v: tuple[float, float] = (-3.0, 0.0)  # automatic potential, vs CSE
     skz_modes: frozenset[int] = frozenset({0, 1, 2, 3})
+    skz_headroom: float = 0.95  # share of the rating above which no more output is asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +138,31 @@ def _limits(c: CheckContext) -> str | None:
     return None
 
 
+def _ratings(c: CheckContext) -> str | None:
+    """An SKZ rectifier at (or over) its rated current or voltage gets no command that asks
+    for more output: a more negative potential set-point, or a regulating mode while
+    overloaded. Switching it off, or a less negative set-point, is always allowed."""
+    t = c.target
+    if t.kind is not TargetKind.skz:
+        return None
+    r = c.status.readings
+    i, u, sp0 = r.get("i_out"), r.get("u_out"), r.get("setpoint")
+    loads = [(x, rated, unit) for x, rated, unit in ((i, t.rated_current_a, "A"),
+                                                     (u, t.rated_voltage_v, "V"))
+             if x is not None and rated]
+    over = [f"{x:.1f} {unit} of its rated {rated:g} {unit}" for x, rated, unit in loads if x > rated]
+    near = [f"{x:.1f} {unit} of its rated {rated:g} {unit}" for x, rated, unit in loads
+            if x >= c.policy.skz_headroom * rated]
+    if (c.action is Action.set_skz_setpoint and c.value is not None and sp0 is not None
+            and c.value < sp0 and near):
+        return (f"{t.asset_id} already delivers {' and '.join(near)}: a more negative set-point "
+                f"({c.value} V < {sp0} V) would overload it")
+    if c.action is Action.set_skz_mode and c.value is not None and int(c.value) != 3 and over:
+        return (f"{t.asset_id} delivers {' and '.join(over)}, above its rating: switch it off "
+                f"(mode 3) or lower its set-point first")
+    return None
+
+
 def _critical(c: CheckContext) -> str | None:
     if c.impact.critical_cut_off and c.operator.role not in c.policy.override_roles:
         names = ", ".join(c.impact.critical_cut_off[:5])
@@ -152,6 +180,7 @@ DEFAULT_RULES: Sequence[Rule] = (
     Rule("lockout", 60, _lockout),
     Rule("rate", 70, _rate),
     Rule("limits", 80, _limits),
+    Rule("ratings", 85, _ratings),
     Rule("critical_consumers", 90, _critical),
 )
 

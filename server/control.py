@@ -141,7 +141,19 @@ class Control:
             return TargetStatus(False, False, f"{plan.readback_tag} silent for {age:.0f} s")
         severity = state.value.quality.severity
         return TargetStatus(severity is not QualityClass.bad, severity is QualityClass.good,
-                            state.value.quality.name)
+                            state.value.quality.name, readings=self._readings(target))
+
+    def _readings(self, target: Target) -> dict[str, float]:
+        """The live values the limits need: an SKZ's output current and voltage, its set-point."""
+        if target.kind is not TargetKind.skz:
+            return {}
+        out: dict[str, float] = {}
+        for name in ("i_out", "u_out", "setpoint"):
+            state = self._store.get(f"skz/{target.asset_id}/{name}")
+            if (state is not None and state.value.quality.severity is QualityClass.good
+                    and isinstance(state.value.value, int | float)):
+                out[name] = float(state.value.value)
+        return out
 
     async def write(self, tag: str, value: float | int | bool) -> None:
         """`Writer`: through the driver that owns the tag."""

@@ -50,7 +50,9 @@ class Field:
 
     def status(self, target: Target, plan: WritePlan) -> TargetStatus:
         ok = target.asset_id not in self.bad
-        return TargetStatus(communicating=True, quality_good=ok)
+        prefix = f"skz/{target.asset_id}/"
+        readings = {k[len(prefix):]: v for k, v in self.values.items() if k.startswith(prefix)}
+        return TargetStatus(communicating=True, quality_good=ok, readings=readings)
 
     async def write(self, tag: str, value: float | int | bool) -> None:
         if tag in self.refuse_writes:

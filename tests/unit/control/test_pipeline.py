@@ -27,7 +27,7 @@ async def test_select_then_operate_writes_and_reads_back(env: tuple) -> None:  #
     cmd = await p.select(OP, V, "V1", Action.close, None, "leak reported at Lenina 5")
     assert cmd.state is CommandState.selected and cmd.impact.consumers_cut_off == 0
     assert cmd.checks == ["role", "area", "action", "remote", "communication", "lockout", "rate",
-                          "limits", "critical_consumers"]
+                          "limits", "ratings", "critical_consumers"]
     clock.advance(10)
     done = await p.operate(OP, cmd.id)
     assert done.state is CommandState.succeeded and f.writes == [("valve/V1/position", 0.0)]
@@ -152,3 +152,27 @@ async def test_limits_lockout_rate_and_cancel(env: tuple) -> None:  # type: igno
 
 def _steps(events: list[CommandEvent]) -> list[str]:
     return [e.step for e in events]
+
+
+async def test_skz_at_its_rating_gets_no_command_asking_for_more_output(env: tuple) -> None:  # type: ignore[type-arg]
+    f, clock, events, p = env
+    skz = TargetKind.skz
+    f.values.update({"skz/SKZ-1/i_out": 24.2, "skz/SKZ-1/u_out": 30.0, "skz/SKZ-1/setpoint": -1.2})
+    # 24.2 A of 25 A (97 %): a more negative potential would need more current
+    with pytest.raises(CommandRefused, match=r"delivers 24.2 A of its rated 25 A") as refused:
+        await p.select(OP, skz, "SKZ-1", Action.set_skz_setpoint, -1.5, "t")
+    assert refused.value.rule == "ratings"
+    # a less negative set-point lowers the output: allowed
+    cmd = await p.select(OP, skz, "SKZ-1", Action.set_skz_setpoint, -1.0, "t")
+    p.cancel(OP, cmd.id, "t")
+    # over its rating (a fault, a shorted anode): only switching off is accepted
+    f.values.update({"skz/SKZ-1/i_out": 26.0, "skz/SKZ-1/u_out": 49.5})
+    with pytest.raises(CommandRefused, match=r"26.0 A of its rated 25 A and 49.5 V of its rated 48 V"):
+        await p.select(OP, skz, "SKZ-1", Action.set_skz_mode, 0, "t")
+    off = await p.select(OP, skz, "SKZ-1", Action.set_skz_mode, 3, "t")
+    assert off.state is CommandState.selected
+    p.cancel(OP, off.id, "t")
+    # with headroom, the same set-point change passes
+    f.values.update({"skz/SKZ-1/i_out": 12.0, "skz/SKZ-1/u_out": 20.0})
+    ok = await p.select(OP, skz, "SKZ-1", Action.set_skz_setpoint, -1.5, "t")
+    assert ok.state is CommandState.selected
