@@ -77,7 +77,6 @@ GasLib set-up (`load_network_file`; `gasops twin solve`; tests/numerics/test_gas
 
 from __future__ import annotations
 
-import json
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -86,10 +85,8 @@ from typing import Any
 
 import numpy as np
 
-from erp.domain.rules import FieldError
-from erp.errors import ValidationFailed
 from erp.exchange.gaslib import NS_GAS, convert_unit, parse_gaslib
-from erp.exchange.geojson import parse_feature_collection
+from erp.exchange.geojson import load_json_file, parse_feature_collection
 from erp.services.registry import AssetRecord
 from twin_jax.network import (
     CompiledNetwork,
@@ -440,24 +437,11 @@ def load_network_file(path: str | Path, scenario: str | Path | None = None, *,
     if suffix in (".geojson", ".json"):
         if scenario is not None:
             raise ValueError("a scenario applies to GasLib .net files only")
-        return description_from_records(parse_feature_collection(_load_json(path)), gas=gas,
+        return description_from_records(parse_feature_collection(load_json_file(path)), gas=gas,
                                         level_max_pa_gauge=SHIPPED_LEVEL_MAX_PA_GAUGE,
                                         compressors=compressors)
     raise ValueError(f"{path.name}: unknown network file type {path.suffix!r}; expected .net "
                      f"(GasLib), .geojson or .json (GeoJSON)")
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ValidationFailed([FieldError(path.name, "file", f"not UTF-8 text: {exc}")]) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationFailed([FieldError(
-            path.name, "file", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        )]) from None
 
 
 def _finite_or_none(x: float) -> float | None:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from erp.services.audit import Actor
 
-__all__ = ["DEFAULT_END_TOLERANCE_M", "EARTH_RADIUS_M", "KINDS", "PROPERTIES",
+__all__ = ["DEFAULT_END_TOLERANCE_M", "EARTH_RADIUS_M", "KINDS", "PROPERTIES", "load_json_file",
            "export_feature_collection", "geodesic_length_m", "import_file",
            "parse_feature_collection"]
 
@@ -502,7 +502,8 @@ async def export_feature_collection(session: AsyncSession) -> dict[str, Any]:
 # --- import -----------------------------------------------------------------------------------
 
 
-def _load_json(path: Path) -> Any:
+def load_json_file(path: Path) -> Any:
+    """A UTF-8 JSON file (a byte-order mark tolerated); `ValidationFailed` naming the file if not."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -522,5 +523,5 @@ async def import_file(session: AsyncSession, path: str | Path, actor: Actor, *,
     Raises `ValidationFailed` (invalid JSON with line and column, or every problem of the
     file); the caller then rolls back. Audited as `network.import.geojson`.
     """
-    records = parse_feature_collection(_load_json(Path(path)), end_tolerance_m=end_tolerance_m)
+    records = parse_feature_collection(load_json_file(Path(path)), end_tolerance_m=end_tolerance_m)
     return await bulk_import(session, records, actor, operation="network.import.geojson")
