@@ -42,6 +42,8 @@ class Services:
     control: CommandPipeline | None = None  # None when control does not run in this process
     twin: TwinReader | None = None  # None when the live twin does not run in this process
     scenarios: ScenarioService | None = None  # what-if jobs; None without the live twin here
+    # Map backgrounds offered to pages besides none (schematic): (name, XYZ URL template).
+    map_tiles: tuple[tuple[str, str], ...] = ()
 
 
 MISSING: Any = object()

@@ -209,6 +209,34 @@ async def login(info: Info[Context, Any], username: str,
     return LoginSuccess(access_token=issued.token, expires_at=issued.expires_at, user=_user(user))
 
 
+async def renew_token(info: Info[Context, Any]) -> Annotated[
+        LoginSuccess | AuthError, strawberry.union("RenewTokenResult")]:
+    """A fresh access token for a caller whose own access token is still valid.
+
+    A wall display runs for months: it renews its token before expiry instead of keeping a
+    password. A disabled account or a changed password stops renewal at once (the user row is
+    read again here); API tokens are long-lived already and are not renewed this way.
+    """
+    ctx = info.context
+    svc = ctx.services
+    p = ctx.principal
+    if p is None or p.via != "password":
+        return AuthError(message="sign in first: only a valid access token can be renewed")
+    from erp.adapters.orm import User  # local, as audit in login
+    from erp.services import audit
+
+    async with svc.db.begin() as s:
+        user = await s.get(User, p.user_id)
+        user = user if user is not None and user.active else None
+        await audit.record(s, actor_of(ctx), audit.AuditEntry(
+            "auth.renew", [f"user:{p.user_id}"], outcome="ok" if user else "refused"))
+    if user is None:
+        return AuthError(message="account disabled")
+    issued = accounts.issue_access_token(user, svc.signing_key, svc.access_token_ttl_s)
+    assert issued.expires_at is not None
+    return LoginSuccess(access_token=issued.token, expires_at=issued.expires_at, user=_user(user))
+
+
 async def create_user(info: Info[Context, Any], input: UserCreateInput) -> Annotated[
         UserSuccess | ValidationError | Forbidden, strawberry.union("CreateUserResult")]:
     ctx = info.context
@@ -255,6 +283,8 @@ async def create_api_token(info: Info[Context, Any], name: str, ttl_days: int | 
 
 Mutation = create_type("Mutation", [
     strawberry.mutation(resolver=login, description="Sign in; returns a short-lived token."),
+    strawberry.mutation(resolver=renew_token,
+                        description="Renew your still-valid access token (long-running pages)."),
     strawberry.mutation(resolver=create_user, description="Add a user (admin)."),
     strawberry.mutation(resolver=create_api_token,
                         description="A long-lived API token for an integrator."),

@@ -28,6 +28,7 @@ from schema.cache import ResponseCache, response_cache_extension
 from schema.control import CommandQuery, CommandSubscription
 from schema.errors import ForbiddenError
 from schema.limits import cost_limit_rule
+from schema.map import MapQuery
 from schema.mutation import Mutation
 from schema.query import Query
 from schema.subscription import Subscription
@@ -87,7 +88,7 @@ def build_schema(limits: Limits | None = None,
     if not limits.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     return GasopsSchema(
-        query=merge_types("Query", (Query, AlarmQuery, CommandQuery, TwinQuery)), mutation=Mutation,
+        query=merge_types("Query", (Query, AlarmQuery, CommandQuery, TwinQuery, MapQuery)), mutation=Mutation,
         subscription=merge_types("Subscription", (Subscription, AlarmSubscription,
                                                   CommandSubscription, TwinSubscription)),
         extensions=[

@@ -38,6 +38,7 @@ from server.notifications import Notifications
 from server.push import PushEndpoint
 from server.settings import HistorianKind, Settings
 from server.telemetry import Telemetry
+from server.tiles import TileEndpoint
 from server.twin_runner import TwinRunner
 from server.twin_scenarios import ScenarioRunner
 from server.vendor import FRONTEND_DIR, VendorAssets
@@ -137,6 +138,16 @@ class GasopsGraphQL(GraphQL[Context, None]):
         return {"user": context.principal.username if context.principal else None}
 
 
+def _tile_sources(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """Map backgrounds offered to the pages besides none (schematic)."""
+    out = []
+    if settings.map_tiles_path is not None:
+        out.append(("local tiles", "/tiles/{z}/{x}/{y}.png"))
+    if settings.map_tiles_url:
+        out.append(("map server", settings.map_tiles_url))
+    return tuple(out)
+
+
 def _historian(settings: Settings) -> AbstractHistorian:
     """The configured history engine (nothing connects until the lifespan starts it)."""
     if settings.historian is HistorianKind.questdb:
@@ -205,7 +216,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         control=control.pipeline, twin=twin, scenarios=scenarios,
         signing_key=settings.signing_key(),
         access_token_ttl_s=settings.access_token_ttl_s, max_page_size=settings.max_page_size,
-        response_cache=cache)
+        response_cache=cache, map_tiles=_tile_sources(settings))
     schema = build_schema(Limits(
         max_depth=settings.max_query_depth, max_tokens=settings.max_query_tokens,
         max_aliases=settings.max_query_aliases, max_cost=settings.max_query_cost,
@@ -242,6 +253,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     async def landing(_: Request) -> Response:
         return FileResponse(FRONTEND_DIR / "static" / "index.html")
+
+    def page(name: str) -> Any:
+        async def endpoint(_: Request) -> Response:
+            # No caching of the page itself: a deployment must reach every wall at its reload.
+            return FileResponse(FRONTEND_DIR / "static" / f"{name}.html",
+                                headers={"cache-control": "no-cache"})
+        return endpoint
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -284,6 +302,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(routes=[
         Route("/", landing),
+        Route("/wall", page("wall")),
+        Route("/console", page("console")),
+        Route("/crew", page("crew")),
+        *([Route("/tiles/{z}/{x}/{y}", TileEndpoint(settings.map_tiles_path).endpoint)]
+          if settings.map_tiles_path is not None else []),
         Route("/health", health),
         Route("/ready", ready),
         Mount("/static", StaticFiles(directory=FRONTEND_DIR / "static")),

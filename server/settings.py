@@ -106,6 +106,14 @@ class Settings(BaseSettings):
         default=None, description="Daily mean air temperature for demand estimation; "
                                   "unset: the town's climate normal for the date")
 
+    # Map backgrounds (the wall display and the console; none = schematic is always offered)
+    map_tiles_path: Path | None = Field(
+        default=None, description="Local tiles served under /tiles: a directory of "
+        "{z}/{x}/{y}.png (XYZ) or an .mbtiles file")
+    map_tiles_url: str | None = Field(
+        default=None, description="An XYZ URL template of the utility's own map server, "
+        "e.g. https://maps.example.local/{z}/{x}/{y}.png (the browser loads it, not the server)")
+
     # Auth
     access_token_ttl_s: int = Field(default=900, ge=30)
     auth_cache_ttl_s: float = Field(default=5.0, ge=0,

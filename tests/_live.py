@@ -81,14 +81,17 @@ async def _prepare(settings: Settings, create_users: bool) -> None:
 
 
 def start_live_server(var_dir: Path, database_url: str | None = None, *,
-                      create_users: bool = True, **overrides: Any) -> LiveServer:
+                      create_users: bool = True, port: int | None = None,
+                      **overrides: Any) -> LiveServer:
     """Migrate, add one user per role (password `PASSWORD`), serve, and log everyone in.
 
     The live twin is off unless a test asks for it (`twin_enabled=True`): importing JAX and
-    compiling a network costs seconds that most servers of the suite do not need.
+    compiling a network costs seconds that most servers of the suite do not need. `port` lets a
+    test restart a server where its clients expect it.
     """
     overrides.setdefault("twin_enabled", False)
-    settings = Settings(var_dir=var_dir, database_url=database_url or "", port=free_port(),
+    settings = Settings(var_dir=var_dir, database_url=database_url or "",
+                        port=port or free_port(),
                         secret_key="test-secret-key-not-for-production", **overrides)
     # Runs in a fresh loop in a worker thread: the caller may itself be inside a running loop.
     prep = threading.Thread(target=lambda: asyncio.run(_prepare(settings, create_users)))

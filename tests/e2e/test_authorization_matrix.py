@@ -17,6 +17,8 @@ ADMIN = frozenset({Role.admin})
 
 MATRIX: dict[str, frozenset[Role]] = {
     "login": ALL,
+    # Renewing needs a valid access token of any role; without one, an AuthError.
+    "renewToken": ALL,
     "createUser": ADMIN,
     "createApiToken": frozenset({Role.admin, Role.integrator}),
     "createArea": ADMIN,
