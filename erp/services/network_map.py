@@ -97,6 +97,7 @@ async def network_map(session: AsyncSession, areas: frozenset[str] | None,
                                    .where(*_in(orm.SkzStation, areas, area))
                                    .order_by(orm.SkzStation.id)):
         points.append(MapPoint("skz", k.id, k.name, k.area_id, k.lat, k.lon, None, True))
+    points = [q for q in points if q.lat is not None and q.lon is not None]  # not yet surveyed
     lats = [x for p in pipes for x in p.path[0::2]] + [q.lat for q in points]
     lons = [x for p in pipes for x in p.path[1::2]] + [q.lon for q in points]
     bounds = (min(lats), min(lons), max(lats), max(lons)) if lats else None

@@ -15,21 +15,15 @@ import json
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pytest
-from playwright.async_api import (
-    BrowserContext,
-    ConsoleMessage,
-    Page,
-    Request,
-    WebSocket,
-    async_playwright,
-)
+from playwright.async_api import Page, async_playwright
 
 from server.vendor import VendorAssets
 from tests._live import LiveServer, start_live_server
 from tests._services import SERVICE_SKIP_PREFIX, skip_or_fail
+from tests.e2e._browser import CHROMIUM_ARGS, Browsing
 from tests.e2e.test_field_demo import _seed
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -40,8 +34,6 @@ MODBUS = ("meter/M-C1/vb", "skz/SKZ-01/potential")  # read over Modbus TCP and R
 _PATHS = ", ".join(json.dumps(p) for p in (PRESSURE, *MODBUS))
 SUBSCRIPTION = (f"subscription Live {{\n  tagUpdates(paths: [{_PATHS}], maxRate: 2) {{\n"
                 "    resync\n    updates { path value quality good sourceTs }\n  }\n}\n")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 STORED = ("query($p: [String!]!, $s: DateTime!, $e: DateTime!) {"
           " tags(filter: {paths: $p}) { path current { value good } }"
           " history(paths: $p, start: $s, end: $e) { path points { ts value quality } } }")
@@ -49,45 +41,6 @@ STORED = ("query($p: [String!]!, $s: DateTime!, $e: DateTime!) {"
 # read-only one whose text is the latest payload of a subscription (each replaces the last).
 EDITOR_JS = ("(scope) => { const el = document.querySelector(scope + ' .CodeMirror');"
              " return el && el.CodeMirror ? el.CodeMirror.getValue() : null; }")
-
-
-class Browsing:
-    """What the page did: console errors, uncaught exceptions, every URL it reached and every
-    WebSocket frame it sent."""
-
-    def __init__(self, context: BrowserContext, page: Page) -> None:
-        self.errors: list[str] = []
-        self.urls: list[str] = []
-        self.sent: list[str] = []
-        page.on("console", self._console)
-        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
-        context.on("request", self._request)
-        page.on("websocket", self._websocket)
-
-    def _console(self, msg: ConsoleMessage) -> None:
-        if msg.type == "error":
-            self.errors.append(f"console.error: {msg.text} at {msg.location}")
-
-    def _request(self, request: Request) -> None:
-        self.urls.append(request.url)
-
-    def _websocket(self, ws: WebSocket) -> None:
-        self.urls.append(ws.url)
-        ws.on("framesent", lambda payload: self.sent.append(
-            payload if isinstance(payload, str) else payload.decode(errors="replace")))
-
-    def off_host(self) -> list[str]:
-        """URLs that went anywhere but 127.0.0.1 (inline data: and blob: URLs stay local)."""
-        return [u for u in self.urls if urlsplit(u).scheme not in ("data", "blob")
-                and urlsplit(u).hostname != "127.0.0.1"]
-
-    def connection_init(self) -> dict[str, Any] | None:
-        """The payload of the graphql-transport-ws `connection_init` message, if one was sent."""
-        for frame in self.sent:
-            msg = json.loads(frame)
-            if msg.get("type") == "connection_init":
-                return dict(msg.get("payload") or {})
-        return None
 
 
 def _readings(text: str | None) -> list[dict[str, Any]]:
