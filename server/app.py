@@ -186,6 +186,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                           modbus_lines=settings.modbus_line_addresses(),
                           opcua_endpoints=dict(settings.opcua_endpoints),
                           poll_period_s=settings.poll_period_s,
+                          sim_period_s=settings.sim_period_s,
                           apply_remote=settings.redis_url is not None, plant=plant)
     notifications = (Notifications(settings.notify_config_file, settings.notify_channels,
                                    redis_url=settings.redis_url, db=db)

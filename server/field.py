@@ -114,6 +114,7 @@ class Field:
     simulate: bool = False
     line_addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
     poll_period_s: float = 5.0
+    sim_period_s: float = 1.0  # simulated stations' update period
     drivers: list[Driver] = field(default_factory=list)
     plants: list[ModbusPlant] = field(default_factory=list)
     opcua_endpoints: dict[str, str] = field(default_factory=dict)
@@ -184,7 +185,7 @@ class Field:
                 setpoints = {p.split("/")[1]: float(src["sim_setpoint_pa"])
                              for p, src in self.sources.items()
                              if src.get("sim_setpoint_pa") is not None}
-                sim = StationSimulator(stations, port=free_port(), period_s=1.0,
+                sim = StationSimulator(stations, port=free_port(), period_s=self.sim_period_s,
                                        setpoints_pa=setpoints,
                                        plant=self.plant.station if self.plant is not None else None)
                 await sim.start()

@@ -46,7 +46,7 @@ class Telemetry:
                  buffer_path: Path | None = None, *, simulate_field: bool = False,
                  modbus_lines: dict[str, tuple[str, int]] | None = None,
                  opcua_endpoints: dict[str, str] | None = None,
-                 poll_period_s: float = 5.0, buffer_max_points: int = 5_000_000,
+                 poll_period_s: float = 5.0, sim_period_s: float = 1.0, buffer_max_points: int = 5_000_000,
                  stale_check_s: float = 5.0, apply_remote: bool = False, plant: Any = None) -> None:
         self._db = db
         self.bus = bus
@@ -65,6 +65,7 @@ class Telemetry:
         self._modbus_lines = dict(modbus_lines or {})
         self._opcua_endpoints = dict(opcua_endpoints or {})
         self._poll_period_s = poll_period_s
+        self._sim_period_s = sim_period_s
         self.field: Field | None = None
         self._stale_task: asyncio.Task[None] | None = None
         self._remote_task: asyncio.Task[None] | None = None
@@ -89,7 +90,8 @@ class Telemetry:
         self.field = Field(sources_of(rows), self.pipeline.on_values, simulate=self._simulate,
                            line_addresses=dict(self._modbus_lines),
                            opcua_endpoints=dict(self._opcua_endpoints),
-                           poll_period_s=self._poll_period_s, plant=self._plant)
+                           poll_period_s=self._poll_period_s,
+                           sim_period_s=self._sim_period_s, plant=self._plant)
         await self.field.start()
         self._stale_task = asyncio.create_task(self._watch_stale(), name="stale-tags")
         if self._apply_remote:
