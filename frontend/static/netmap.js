@@ -35,6 +35,21 @@ const NetMap = (() => {
       this.levels = {};
       this.tiles = null;
       this.tileSources = [];
+      this._legend();
+    }
+
+    // What the colours mean, in the map's corner.
+    _legend() {
+      const legend = L.control({ position: "bottomleft" });
+      legend.onAdd = () => {
+        const div = L.DomUtil.create("div", "map-legend");
+        const steps = [0.35, 0.5, 0.65, 0.8, 1].map(x => `<i style="background:${rampColour(x)}"></i>`).join("");
+        div.innerHTML = `<div>pressure, share of the level's maximum</div>
+          <div class="ramp">${steps}</div><div class="ends"><span>≤ 35 %</span><span>100 %</span></div>
+          <div><i style="background:#ad1457"></i> cut off (twin) · line width: pressure level</div>`;
+        return div;
+      };
+      legend.addTo(this.map);
     }
 
     // Read the network and draw it; returns the map data (pipes, points, bounds, tile sources).
