@@ -1,11 +1,11 @@
 """Soak of the wall display: does the page grow over hours? (issue 7)
 
 The demo town (3,969 pipes, 15 stations, 348 field tags) runs at `--rate` times the demo's
-update rate — simulated OPC UA stations, Modbus polling and live twin solves all `rate`× faster
-— with an alarm raised, acknowledged and cleared every minute/`rate`. Headless Chromium shows
-`/wall` as a dispatcher. Every `--sample` minutes the page's garbage is collected and its JS
-heap, DOM node count and event listeners are read over the DevTools protocol. The acceptance
-compares the end of the run with the sample after `--warmup` minutes (within 10 %).
+update rate — simulated OPC UA stations, Modbus polling, live twin solves and the moving crews
+all `rate`× faster — with an alarm raised, acknowledged and cleared every minute/`rate`.
+Headless Chromium shows `/wall` as a dispatcher. Every `--sample` minutes the page's garbage is
+collected and its JS heap, DOM node count and event listeners are read over the DevTools
+protocol. The acceptance compares the end of the run with the sample after `--warmup` minutes (within 10 %).
 
     .venv/bin/python bench/wall_soak.py                # 60 min at 10x, as in bench/RESULTS.md
     .venv/bin/python bench/wall_soak.py --minutes 3 --warmup 1 --sample 0.5   # a quick look
@@ -36,7 +36,7 @@ from server.settings import Settings
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-DEMO_POLL_S, DEMO_SIM_S, DEMO_TWIN_S = 5.0, 1.0, 10.0
+DEMO_POLL_S, DEMO_SIM_S, DEMO_TWIN_S, DEMO_CREW_S = 5.0, 1.0, 10.0, 5.0
 
 
 async def _seed(settings: Settings) -> dict[str, str]:
@@ -115,7 +115,8 @@ async def soak(a: argparse.Namespace) -> None:
     var = Path(tempfile.mkdtemp(prefix="gasops-soak-"))
     settings = Settings(var_dir=var, port=free_port(), simulate_field=True,
                         poll_period_s=DEMO_POLL_S / a.rate, sim_period_s=DEMO_SIM_S / a.rate,
-                        twin_period_s=DEMO_TWIN_S / a.rate, log_level="WARNING")
+                        twin_period_s=DEMO_TWIN_S / a.rate,
+                        crew_sim_period_s=DEMO_CREW_S / a.rate, log_level="WARNING")
     credentials = await _seed(settings)
     server = await asyncio.to_thread(_serve, settings)
     url = f"http://127.0.0.1:{settings.port}"
@@ -166,7 +167,8 @@ async def soak(a: argparse.Namespace) -> None:
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{len(os.sched_getaffinity(0))} cores; rate {a.rate:g}x "
           f"(stations {settings.sim_period_s:g} s, Modbus {settings.poll_period_s:g} s, "
-          f"twin {settings.twin_period_s:g} s), {churn.raised} alarms raised and acknowledged")
+          f"twin {settings.twin_period_s:g} s, crews {settings.crew_sim_period_s:g} s), "
+          f"{churn.raised} alarms raised and acknowledged")
     print(f"| | after {base[0]:.0f} min | after {end[0]:.0f} min | change |")
     print("|---|---|---|---|")
     for name, i, digits in (("JS heap (MB, after GC)", 1, 2), ("DOM nodes", 2, 0),

@@ -18,7 +18,7 @@ from erp.domain import rules
 from erp.services.registry import ASSET_MODELS
 
 __all__ = [
-    "BBox", "LevelSummary", "NetworkSummary", "Page", "audit_page", "crews", "load_by_ids",
+    "BBox", "LevelSummary", "NetworkSummary", "Page", "audit_page", "load_by_ids",
     "network_summary", "page", "registry_version", "topology", "users",
 ]
 
@@ -223,12 +223,6 @@ async def audit_page(session: AsyncSession, *, first: int, before_seq: int | Non
 async def users(session: AsyncSession) -> Sequence[orm.User]:
     """Every user, by name."""
     return (await session.execute(select(orm.User).order_by(orm.User.username))).scalars().all()
-
-
-async def crews(session: AsyncSession, areas: frozenset[str] | None) -> Sequence[orm.Crew]:
-    """Crews in scope, by id."""
-    stmt = _scoped(select(orm.Crew).order_by(orm.Crew.id), orm.Crew, areas)
-    return (await session.execute(stmt)).scalars().all()
 
 
 async def registry_version(session: AsyncSession) -> int:

@@ -26,7 +26,8 @@ __all__ = ["cost_limit_rule"]
 
 DEFAULT_PAGE = 50
 # Fields returning unpaginated lists of bounded size count as this many items.
-LIST_FIELDS = {"edges": 1, "areas": 50, "users": 200, "crews": 100, "pressureLevels": 5,
+LIST_FIELDS = {"edges": 1, "areas": 50, "users": 200, "crews": 100, "members": 20,
+               "crewPositions": 100, "pressureLevels": 5,
                "components": 50, "disconnectedParts": 50, "protectedPipes": 50}
 
 

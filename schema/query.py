@@ -312,10 +312,3 @@ class Query:
         return [t.User(id=u.id, username=u.username, full_name=u.full_name, role=u.role,
                        all_areas=u.all_areas, active=u.active,
                        area_ids=sorted(a.id for a in u.areas)) for u in rows]
-
-    @strawberry.field(permission_classes=[Can("crews.read")])
-    async def crews(self, info: Info[Context, Any]) -> list[t.Crew]:
-        async with info.context.services.db() as s:
-            rows = await views.crews(s, info.context.areas())
-        return [t.Crew(id=c.id, name=c.name, vehicle=c.vehicle, area_id=c.area_id,
-                       foreman_user_id=c.foreman_user_id) for c in rows]

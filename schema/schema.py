@@ -26,6 +26,7 @@ from strawberry.types import ExecutionContext
 from schema.alarms import AlarmQuery, AlarmSubscription
 from schema.cache import ResponseCache, response_cache_extension
 from schema.control import CommandQuery, CommandSubscription
+from schema.crews import CrewMutation, CrewQuery, CrewSubscription
 from schema.errors import ForbiddenError
 from schema.limits import cost_limit_rule
 from schema.map import MapQuery
@@ -87,10 +88,13 @@ def build_schema(limits: Limits | None = None,
     ]
     if not limits.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
+    query = merge_types("Query", (Query, AlarmQuery, CommandQuery, TwinQuery, MapQuery,
+                                  CrewQuery))
     return GasopsSchema(
-        query=merge_types("Query", (Query, AlarmQuery, CommandQuery, TwinQuery, MapQuery)), mutation=Mutation,
+        query=query, mutation=merge_types("Mutation", (Mutation, CrewMutation)),
         subscription=merge_types("Subscription", (Subscription, AlarmSubscription,
-                                                  CommandSubscription, TwinSubscription)),
+                                                  CommandSubscription, TwinSubscription,
+                                                  CrewSubscription)),
         extensions=[
             # Factories, so each request gets fresh extension instances.
             partial(MaxTokensLimiter, max_token_count=limits.max_tokens),

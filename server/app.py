@@ -33,6 +33,7 @@ from schema.context import Context, Services
 from schema.schema import Limits, build_schema
 from server.alarms import Alarms
 from server.control import Control
+from server.crew_sim import CrewSimulator
 from server.integrators import Integrators
 from server.notifications import Notifications
 from server.push import PushEndpoint
@@ -281,11 +282,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await twin.start()
         if scenarios is not None:
             await scenarios.start()
+        crew_sim = (CrewSimulator(db, bus, period_s=settings.crew_sim_period_s)
+                    if settings.simulate_field and settings.crew_sim_period_s > 0 else None)
+        if crew_sim is not None:
+            await crew_sim.start()
         gc.collect()
         gc.freeze()
         try:
             yield
         finally:
+            if crew_sim is not None:
+                await crew_sim.stop()
             if scenarios is not None:
                 await scenarios.stop()
             if twin is not None:

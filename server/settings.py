@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     modbus_lines: dict[str, str] = Field(default_factory=dict,
                                          description='Modbus line name -> "host:port"')
     poll_period_s: float = Field(default=5.0, gt=0, description="Modbus poll period")
+    crew_sim_period_s: float = Field(
+        default=5.0, ge=0, description="With simulate_field: seconds between the demo crews' "
+                                       "position reports (0: no simulated crews)")
     sim_period_s: float = Field(default=1.0, gt=0,
                                 description="Update period of the simulated OPC UA stations "
                                             "(the demo; a soak test runs it faster)")

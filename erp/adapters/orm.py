@@ -355,6 +355,31 @@ class Crew(Timestamped, Base):
     members: Mapped[list[User]] = relationship(secondary=crew_members, lazy="raise")
 
 
+__all__ += ["CrewPosition"]
+
+
+class CrewPosition(Base):
+    """A crew's position as reported by one of its people (WGS84 degrees; `accuracy_m` is the
+    device's horizontal accuracy radius in metres). `ts` is when the device took the fix,
+    `received_at` when the server stored it. Kept for the current and the previous UTC day
+    only (`erp.services.crews.purge_positions`)."""
+
+    __tablename__ = "crew_positions"
+    __table_args__ = (
+        Index("ix_crew_positions_crew_id_ts", "crew_id", "ts"),
+        {"sqlite_autoincrement": True},
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    crew_id: Mapped[str] = mapped_column(ForeignKey("crews.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    ts: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    accuracy_m: Mapped[float] = mapped_column(Float)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # --- audit ----------------------------------------------------------------------------------
 
 

@@ -49,6 +49,12 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "audit.read": frozenset({Role.admin, Role.engineer}),
     # Crews (field service).
     "crews.read": frozenset({Role.admin, Role.dispatcher, Role.foreman, Role.engineer}),
+    # Where crews are: their last positions, the day's tracks and the live feed. Who holds it
+    # sees the crews of his areas, except a foreman: only the crews he leads
+    # (`erp.services.crews.sees_crew`).
+    "crews.positions": frozenset({Role.admin, Role.dispatcher, Role.foreman, Role.engineer}),
+    # Report one's own crew's position (the crew app); the foreman rides with his crew.
+    "crews.report": frozenset({Role.crew, Role.foreman}),
     # Telemetry: tags, latest values, history and live updates.
     "telemetry.read": _STAFF | {Role.integrator},
     # Alarms: the active list, the journal, performance figures, the live feed.

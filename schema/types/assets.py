@@ -20,7 +20,7 @@ from strawberry.types import Info
 from schema.context import MISSING, Context
 
 __all__ = [
-    "Area", "AssetNode", "Crew", "Equipment", "Meter", "NetworkLink", "NetworkNode", "Pipe",
+    "Area", "AssetNode", "Equipment", "Meter", "NetworkLink", "NetworkNode", "Pipe",
     "PressureLevel", "ServicePoint", "SkzStation", "Station", "User", "Valve", "from_row",
 ]
 
@@ -323,10 +323,3 @@ class User:
     area_ids: list[str]
 
 
-@strawberry.type(description="A field crew.")
-class Crew:
-    id: str
-    name: str
-    vehicle: str | None
-    area_id: str | None
-    foreman_user_id: int | None

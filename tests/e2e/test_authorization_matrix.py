@@ -27,6 +27,8 @@ MATRIX: dict[str, frozenset[Role]] = {
        for name in ("acknowledgeAlarm", "shelveAlarm", "unshelveAlarm", "commentAlarm")},
     **{name: frozenset({Role.admin, Role.dispatcher, Role.operator})
        for name in ("selectCommand", "operateCommand", "cancelCommand")},
+    # A crew's phone (or its foreman's) reports where the crew is.
+    "reportPosition": frozenset({Role.crew, Role.foreman}),
     "approveCommand": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
     **{name: frozenset({Role.admin, Role.dispatcher, Role.engineer})
        for name in ("startMaintenance", "endMaintenance")},

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
+from erp.adapters import orm
 from erp.adapters.db import create_engine, migrate, session_factory
+from erp.services import accounts, audit, registry, tags
 from erp.services import alarms as alarm_service
-from erp.services import audit, registry, tags
 from erp.services.registry import AssetRecord
 from server.field import assign_demo_sources
 from server.vendor import VendorAssets
@@ -33,6 +34,8 @@ from tests.e2e._network import station_records
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 P_OUT = "station/GRP-01/p_out"
+# The simulated field, fast; crews move only when the tests move them.
+FIELD: dict[str, Any] = {"simulate_field": True, "poll_period_s": 0.2, "crew_sim_period_s": 0}
 
 
 def _placed(records: list[AssetRecord], lat: float, lon: float) -> list[AssetRecord]:
@@ -85,12 +88,27 @@ def _seed(url: str) -> None:
                 await tags.ensure_tags(s)
                 await assign_demo_sources(s)
                 await alarm_service.ensure_alarm_definitions(s)
+                await _seed_crews(s)
         finally:
             await engine.dispose()
 
     t = threading.Thread(target=lambda: asyncio.run(run()))
     t.start()
     t.join()
+
+
+async def _seed_crews(s: Any) -> None:
+    """A crew per district, each with its foreman and one member; a district dispatcher."""
+    admin = audit.Actor("t", "admin")
+    users = {}
+    for name, role, area in (("f-north", "foreman", "NORTH"), ("c-north", "crew", "NORTH"),
+                             ("f-south", "foreman", "SOUTH"), ("c-south", "crew", "SOUTH"),
+                             ("d-north", "dispatcher", "NORTH")):
+        users[name] = await accounts.create_user(s, name, PASSWORD, role, admin, area_ids=[area])
+    for cid, area, foreman, member in (("C-N", "NORTH", "f-north", "c-north"),
+                                       ("C-S", "SOUTH", "f-south", "c-south")):
+        s.add(orm.Crew(id=cid, name=f"Crew {cid}", area_id=area, vehicle=f"GAZ {cid}",
+                       foreman_user_id=users[foreman].id, members=[users[member]]))
 
 
 @dataclass
@@ -103,7 +121,7 @@ class Town:
         """Start a new server on the stopped one's port and database (same signing key)."""
         port = self.live.settings.port
         self.live = start_live_server(self.var, self.url, create_users=False, port=port,
-                                      simulate_field=True, poll_period_s=0.2)
+                                      **FIELD)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +131,7 @@ def town(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Town]:
     var = tmp_path_factory.mktemp("wall")
     url = f"sqlite+aiosqlite:///{var / 'gasops.sqlite3'}"
     _seed(url)
-    t = Town(var, url, start_live_server(var, url, simulate_field=True, poll_period_s=0.2))
+    t = Town(var, url, start_live_server(var, url, **FIELD))
     try:
         yield t
     finally:
@@ -133,7 +151,8 @@ async def browser(chromium_path: str) -> AsyncIterator[Browser]:
 async def _open(browser: Browser, live: LiveServer, path: str, user: str,
                 **context: Any) -> tuple[BrowserContext, Page, Browsing]:
     """A fresh browser context on `path`, signed in as `user` through the page's own form."""
-    ctx = await browser.new_context(viewport={"width": 1920, "height": 1080}, **context)
+    context.setdefault("viewport", {"width": 1920, "height": 1080})
+    ctx = await browser.new_context(**context)
     page = await ctx.new_page()
     seen = Browsing(ctx, page)
     await page.goto(live.url + path)
@@ -290,3 +309,55 @@ async def test_the_wall_survives_a_server_restart(town: Town, browser: Browser) 
     # While the server was away the page's requests failed; that is not a page error.
     assert [e for e in seen.errors if "ERR_CONNECTION_REFUSED" not in e
             and "WebSocket" not in e] == []
+
+
+REPORT = ("mutation($lat: Float!, $lon: Float!) { reportPosition(lat: $lat, lon: $lon, "
+          "accuracy: 8) { __typename } }")
+CREW_ICONS = "() => [...document.querySelectorAll('.crew-icon')].map(e => e.textContent).sort()"
+
+
+async def test_crews_move_on_the_wall_and_each_sees_only_the_crews_he_may(
+        town: Town, browser: Browser) -> None:
+    walls = {user: await _open(browser, town.live, "/wall", user)
+             for user in ("dispatcher", "d-north", "f-north")}
+    phone_ctx, phone, phone_seen = await _open(
+        browser, town.live, "/crew", "c-north", viewport={"width": 390, "height": 844},
+        geolocation={"latitude": 57.6411, "longitude": 39.8611}, permissions=["geolocation"])
+    try:
+        for _, page, _ in [*walls.values(), (phone_ctx, phone, phone_seen)]:
+            await page.wait_for_selector("#app:not([hidden])")
+        await phone.click("#share")
+        await phone.wait_for_function("() => document.getElementById('count').textContent !== '0'",
+                                      timeout=15000)
+        await phone.screenshot(path=str(ARTIFACTS / "crew-phone.png"))
+        token = await asyncio.to_thread(_token, town.live, "c-south")
+        body = await asyncio.to_thread(town.live.gql, REPORT, {"lat": 57.6205, "lon": 39.85},
+                                       None, token)
+        assert body["data"]["reportPosition"]["__typename"] == "CrewPosition"
+        dispatcher = walls["dispatcher"][1]
+        await dispatcher.wait_for_function(
+            f"() => ({CREW_ICONS})().join() === 'Crew C-N,Crew C-S'", timeout=10000)
+        await walls["d-north"][1].wait_for_function(
+            f"() => ({CREW_ICONS})().join() === 'Crew C-N'", timeout=10000)
+        await walls["f-north"][1].wait_for_function(
+            f"() => ({CREW_ICONS})().join() === 'Crew C-N'", timeout=10000)
+        # Both positions reached the dispatcher; the others' walls had every chance to show C-S.
+        assert await walls["f-north"][1].evaluate(CREW_ICONS) == ["Crew C-N"]
+        assert await walls["f-north"][1].locator("#crews li").count() == 1
+        assert await dispatcher.locator("#crews li").count() == 2
+        track = town.live.gql('{ crewPositions(crewId: "C-N") { lat lon reportedBy } }',
+                              role="dispatcher")["data"]["crewPositions"]
+        assert track[-1] == {"lat": 57.6411, "lon": 39.8611, "reportedBy": "c-north"}
+    finally:
+        for ctx, _, _ in walls.values():
+            await ctx.close()
+        await phone_ctx.close()
+    assert phone_seen.errors == []
+    assert all(seen.errors == [] for _, _, seen in walls.values())
+
+
+def _token(live: LiveServer, user: str) -> str:
+    body = live.gql('mutation($u: String!, $p: String!) { login(username: $u, password: $p) '
+                    '{ ... on LoginSuccess { accessToken } } }', {"u": user, "p": PASSWORD},
+                    role=None)
+    return str(body["data"]["login"]["accessToken"])
