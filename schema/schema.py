@@ -31,6 +31,7 @@ from schema.errors import ForbiddenError
 from schema.limits import cost_limit_rule
 from schema.map import MapQuery
 from schema.mutation import Mutation
+from schema.pressure_plan import PressurePlanMutation, PressurePlanQuery
 from schema.query import Query
 from schema.subscription import Subscription
 from schema.twin import TwinQuery, TwinSubscription
@@ -89,9 +90,10 @@ def build_schema(limits: Limits | None = None,
     if not limits.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     query = merge_types("Query", (Query, AlarmQuery, CommandQuery, TwinQuery, MapQuery,
-                                  CrewQuery))
+                                  CrewQuery, PressurePlanQuery))
     return GasopsSchema(
-        query=query, mutation=merge_types("Mutation", (Mutation, CrewMutation)),
+        query=query, mutation=merge_types("Mutation", (Mutation, CrewMutation,
+                                                       PressurePlanMutation)),
         subscription=merge_types("Subscription", (Subscription, AlarmSubscription,
                                                   CommandSubscription, TwinSubscription,
                                                   CrewSubscription)),

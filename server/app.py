@@ -36,6 +36,7 @@ from server.control import Control
 from server.crew_sim import CrewSimulator
 from server.integrators import Integrators
 from server.notifications import Notifications
+from server.pressure_plan import PressurePlanRunner
 from server.push import PushEndpoint
 from server.settings import HistorianKind, Settings
 from server.telemetry import Telemetry
@@ -211,11 +212,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if twin is not None:
         control.attach_twin(twin)
     scenarios = ScenarioRunner(db, twin) if twin is not None else None
+    plans = (PressurePlanRunner(db, twin, control.pipeline, telemetry.store,
+                                air_temperature_c=settings.twin_air_temperature_c)
+             if twin is not None else None)
     cache = (ResponseCache(settings.response_cache_size, settings.response_cache_version_ttl_s)
              if settings.response_cache_size else None)
     services = Services(
         db=db, bus=bus, tags=telemetry.store, historian=historian, alarms=alarms.engine,
-        control=control.pipeline, twin=twin, scenarios=scenarios,
+        control=control.pipeline, twin=twin, scenarios=scenarios, pressure_plans=plans,
         signing_key=settings.signing_key(),
         access_token_ttl_s=settings.access_token_ttl_s, max_page_size=settings.max_page_size,
         response_cache=cache, map_tiles=_tile_sources(settings))
@@ -282,6 +286,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await twin.start()
         if scenarios is not None:
             await scenarios.start()
+        if plans is not None:
+            await plans.start()
         crew_sim = (CrewSimulator(db, bus, period_s=settings.crew_sim_period_s)
                     if settings.simulate_field and settings.crew_sim_period_s > 0 else None)
         if crew_sim is not None:
@@ -293,6 +299,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             if crew_sim is not None:
                 await crew_sim.stop()
+            if plans is not None:
+                await plans.stop()
             if scenarios is not None:
                 await scenarios.stop()
             if twin is not None:
@@ -333,5 +341,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.notifications = notifications
     app.state.twin = twin
     app.state.scenarios = scenarios
+    app.state.pressure_plans = plans
     app.state.plant = plant
     return app

@@ -642,3 +642,30 @@ class TwinScenarioRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+__all__ += ["PressurePlanRow"]
+
+
+class PressurePlanRow(Base):
+    """One pressure plan (issue 8, DSS-1): a day's hourly outlet set-points, run as a job.
+
+    `spec` is what was asked (air temperature and where it came from, safety margin);
+    `status` goes queued → running → done or failed; `summary` holds the headline figures
+    (optimiser status, mean pressure reduction) and `result` the schedule (per hour: demand,
+    mean pressure before/after, lowest margin; per station: 24 set-points in Pa gauge and the
+    binding node of each hour); `error` says why a failed one failed.
+    """
+
+    __tablename__ = "pressure_plans"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    plan_date: Mapped[dt.date] = mapped_column(Date)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -35,6 +35,10 @@ MATRIX: dict[str, frozenset[Role]] = {
     # What-if scenarios on the hydraulic twin (twin.scenarios); without a twin in the process
     # the allowed roles get a ScenarioRefusal, the others Forbidden.
     "runScenario": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
+    # Pressure plans (DSS-1): proposing is a twin job (twin.scenarios); accepting an hour selects
+    # commands (control.operate). Without a twin the allowed roles get a PressurePlanRefusal.
+    "proposePressurePlan": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
+    "acceptPressurePlanHour": frozenset({Role.admin, Role.dispatcher, Role.operator}),
     **{f"{verb}{kind}": REGISTRY_WRITERS
        for verb in ("create", "update", "retire")
        for kind in ("Node", "Pipe", "Station", "Valve", "SkzStation", "ServicePoint", "Meter",
