@@ -1,6 +1,6 @@
 """Soak of the wall display: does the page grow over hours? (issue 7)
 
-The demo town (3,969 pipes, 15 stations, 348 field tags) runs at `--rate` times the demo's
+The demo town (3,969 pipes, 15 stations, 363 field tags) runs at `--rate` times the demo's
 update rate — simulated OPC UA stations, Modbus polling, live twin solves and the moving crews
 all `rate`× faster — with an alarm raised, acknowledged and cleared every minute/`rate`.
 Headless Chromium shows `/wall` as a dispatcher. Every `--sample` minutes the page's garbage is
@@ -120,10 +120,11 @@ async def soak(a: argparse.Namespace) -> None:
     credentials = await _seed(settings)
     server = await asyncio.to_thread(_serve, settings)
     url = f"http://127.0.0.1:{settings.port}"
-    login = await asyncio.to_thread(httpx.post, url + "/graphql", timeout=30, json={
+    response = await asyncio.to_thread(httpx.post, url + "/graphql", timeout=30, json={
         "query": "mutation($u: String!, $p: String!) { login(username: $u, password: $p) "
                  "{ ... on LoginSuccess { accessToken } } }",
-        "variables": {"u": "dispatcher", "p": credentials["dispatcher"]}}).json()
+        "variables": {"u": "dispatcher", "p": credentials["dispatcher"]}})
+    login = response.json()
     churn = AlarmChurn(server, url, login["data"]["login"]["accessToken"], 60.0 / a.rate)
     frames = 0
 

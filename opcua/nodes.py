@@ -37,7 +37,8 @@ __all__ = [
 ]
 
 NAMESPACE_URI = "urn:gasops:sim"
-STATION_VARIABLES: tuple[str, ...] = ("p_in", "p_out", "t_gas", "flow", "door", "valve_pos")
+STATION_VARIABLES: tuple[str, ...] = ("p_in", "p_out", "t_gas", "flow", "door", "valve_pos",
+                                       "p_out_sp")
 
 IdKind = Literal["i", "s", "g", "b"]
 _NODE_ID = re.compile(r"^(?:ns=(?P<ns>\d+);|nsu=(?P<nsu>[^;]+);)?(?P<kind>[isgb])=(?P<id>.*)$", re.DOTALL)

@@ -47,8 +47,9 @@ log = logging.getLogger(__name__)
 SERVER_APPLICATION_URI = "urn:gasops:sim:server"
 _VARIANT = {"p_in": ua.VariantType.Double, "p_out": ua.VariantType.Double,
             "t_gas": ua.VariantType.Double, "flow": ua.VariantType.Double,
-            "door": ua.VariantType.Boolean, "valve_pos": ua.VariantType.Double}
-_WRITABLE = frozenset({"valve_pos"})
+            "door": ua.VariantType.Boolean, "valve_pos": ua.VariantType.Double,
+            "p_out_sp": ua.VariantType.Double}
+_WRITABLE = frozenset({"valve_pos", "p_out_sp"})  # what clients may write: commands
 _DOOR_OPENINGS_PER_DAY = 3.0  # inspections and the odd intrusion
 _DOOR_OPEN_S = 600.0
 
@@ -226,6 +227,7 @@ class StationSimulator:
         now = clock()
         for station in self._stations:
             self._values[station_path(station.id, "valve_pos")] = 100.0
+            self._values[station_path(station.id, "p_out_sp")] = station.p_out_sp
             self._values[station_path(station.id, "door")] = False
             self._values.update(self._sample(station, now))
         self._source_ts = dict.fromkeys(self._values, now)
@@ -255,7 +257,7 @@ class StationSimulator:
     def value(self, path: TagPath) -> Value:
         """The value the simulator last wrote (or a client wrote) for `path`."""
         self._check(path)
-        if path.endswith("/valve_pos") and self._server is not None:
+        if path.endswith(("/valve_pos", "/p_out_sp")) and self._server is not None:
             self._values[path] = self._read_server_value(path)
         return self._values[path]
 
@@ -312,7 +314,7 @@ class StationSimulator:
         if server is None:
             return
         for path in self._values:  # keep client-written set-points across a restart
-            if path.endswith("/valve_pos"):
+            if path.endswith(("/valve_pos", "/p_out_sp")):
                 self._values[path] = self._read_server_value(path, server)
         await self._relay.stop()
         await server.stop()
@@ -429,8 +431,8 @@ class StationSimulator:
         # the regulator droops a little with flow; a nearly shut valve starves the outlet
         # (4 % of the set-point at nominal flow, noise 0.3 %: a healthy regulator stays inside
         # the ±10 % alarm band, as in the field)
-        p_out = (station.p_out_sp * (1.0 - 0.04 * rel)) * min(1.0, opening * 5.0) + rng.gauss(
-            0.0, 0.003 * station.p_out_sp)
+        sp = float(self._values.get(station_path(station.id, "p_out_sp"), station.p_out_sp))
+        p_out = (sp * (1.0 - 0.04 * rel)) * min(1.0, opening * 5.0) + rng.gauss(0.0, 0.003 * sp)
         physical = self._plant(station.id) if self._plant is not None else None
         if physical is not None:  # the hydraulic plant's values, read through noisy sensors
             q, p_in_true, p_out_true = physical
@@ -504,8 +506,9 @@ class StationSimulator:
 
     async def _tick(self, now: dt.datetime) -> None:
         for station in self._stations:
-            valve = station_path(station.id, "valve_pos")
-            self._values[valve] = self._read_server_value(valve)  # clients write the set-point
+            for name in _WRITABLE:  # clients write the valve position and the set-point
+                path = station_path(station.id, name)
+                self._values[path] = self._read_server_value(path)
             values: dict[TagPath, Value] = dict(self._sample(station, now))
             door = station_path(station.id, "door")
             is_open = self._door(station, now)

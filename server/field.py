@@ -154,6 +154,15 @@ class Field:
                 return min(max(float(sim.value(path) or 0.0), 0.0), 100.0) / 100.0
         return 1.0
 
+    def _station_setpoint(self, station_id: str) -> float | None:
+        """A simulated station controller's outlet set-point, Pa gauge (None: not simulated)."""
+        for sim in self.simulators:
+            path = f"station/{station_id}/p_out_sp"
+            if path in sim.points:
+                value = sim.value(path)
+                return float(value) if value is not None else None
+        return None
+
     def _valve_opening(self, valve_id: str) -> float | None:
         """A simulated smart valve's actuator position, 0…1 (None when none simulates it)."""
         found = self._valve_units.get(valve_id)
@@ -192,6 +201,7 @@ class Field:
                 self.simulators.append(sim)
                 if self.plant is not None:
                     self.plant.station_opening = self._station_opening
+                    self.plant.station_setpoint = self._station_setpoint
                 self.opcua_endpoints[name] = sim.endpoint
             if name not in self.opcua_endpoints:
                 log.warning("no address for OPC UA endpoint %r: its tags stay without values",

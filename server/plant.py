@@ -77,6 +77,9 @@ class SimulatedPlant:
         self._roughness: Any = None
         self.station_opening: Callable[[str], float] = lambda _sid: 1.0
         """Set by the field: the simulator's outlet valve position of a station, 0…1."""
+        self.station_setpoint: Callable[[str], float | None] = lambda _sid: None
+        """Set by the field: a station controller's outlet set-point, Pa gauge (None: as
+        registered)."""
         self.valve_opening: Callable[[str], float | None] = lambda _vid: None
         """Set by the field: a smart valve actuator's position, 0…1 (None: as registered)."""
         self._meters: dict[str, int] = {}  # corrector meter id → consumer index
@@ -174,6 +177,11 @@ class SimulatedPlant:
         extra = self._leak_process(now, zone_demand)
         in_service = np.array([1.0 if self.station_opening(r) > 0.05 else 0.0
                                for r in net.regulator_ids])
+        setpoint = np.asarray(model.base.setpoint_pa_gauge).copy()
+        for k, rid in enumerate(net.regulator_ids):
+            sp = self.station_setpoint(rid)
+            if sp is not None:
+                setpoint[k] = sp
         opening = np.asarray(model.base.valve_opening).copy()
         for vid, k in model.valve_index.items():
             position = self.valve_opening(vid)
@@ -182,6 +190,7 @@ class SimulatedPlant:
         params = model.base._replace(
             consumer_demand_kg_s=jnp.asarray(demand), extra_demand_kg_s=jnp.asarray(extra),
             roughness_m=jnp.asarray(self._roughness), regulator_in_service=jnp.asarray(in_service),
+            setpoint_pa_gauge=jnp.asarray(setpoint),
             valve_opening=jnp.asarray(opening))
         result, _ = await asyncio.to_thread(model.solve, params)
         if int(result.status) != 0:

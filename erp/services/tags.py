@@ -52,6 +52,10 @@ _STATION = [
     TagTemplate("valve_pos", "%", "outlet valve position", deadband_kind="absolute",
                 deadband_value=0.5, range_low=0.0, range_high=100.0, expected_period_s=10,
                 writable=True),
+    # The regulator's outlet set-point as the station controller holds it: written by
+    # `set_outlet_setpoint` commands (and pressure plans) and read back from the same tag.
+    TagTemplate("p_out_sp", "Pa", "outlet pressure set-point, gauge", deadband_kind="absolute",
+                deadband_value=1.0, range_low=0.0, expected_period_s=10, writable=True),
 ]
 _SKZ = [
     TagTemplate("u_out", "V", "rectifier output voltage", deadband_kind="absolute",

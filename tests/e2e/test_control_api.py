@@ -217,3 +217,14 @@ def test_maintenance_locks_out_commands_and_suppresses_alarms(live: LiveServer) 
     assert again["__typename"] == "CommandSuccess", again
     live.gql('mutation($id: String!) { cancelCommand(commandId: $id) { __typename } }',
              {"id": again["command"]["id"]}, role="operator")
+
+
+def test_a_stations_outlet_setpoint_is_written_over_opcua_and_read_back(live: LiveServer) -> None:
+    # One command only: GRP-01 was closed and opened above, and 3 in 10 min is its rate limit.
+    assert _wait_value(live, "station/GRP-01/p_out_sp") == 2800.0  # the registry's set-point
+    sel = _select(live, "dispatcher", "station", "GRP-01", "set_outlet_setpoint", 2750.0)
+    assert sel["__typename"] == "CommandSuccess", sel
+    done = live.gql(OPERATE, {"id": sel["command"]["id"]}, role="dispatcher")
+    cmd = done["data"]["operateCommand"]["command"]
+    assert cmd["state"] == "succeeded", cmd
+    assert _value(live, "station/GRP-01/p_out_sp") == 2750.0

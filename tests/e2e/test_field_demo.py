@@ -38,8 +38,8 @@ def _seed(url: str) -> None:
                                                                            ("V-M1", False))),
                 ], audit.Actor("t", "admin"))
                 await tags.ensure_tags(s)
-                # 2 SKZ x 5 + corrector x 5, station x 6, remote valve x 1 (manual: no tag)
-                assert await assign_demo_sources(s) == 15 + 6 + 1
+                # 2 SKZ x 5 + corrector x 5, station x 7, remote valve x 1 (manual: no tag)
+                assert await assign_demo_sources(s) == 15 + 7 + 1
         finally:
             await engine.dispose()
 

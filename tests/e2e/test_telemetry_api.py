@@ -47,7 +47,7 @@ def test_tags_and_latest_values(live: LiveServer) -> None:
                     'tags(filter: {assetIds: ["GRP-01"]}) { path } }')
     assert body["data"]["tag"] == {"unit": "Pa", "writable": False, "current": {
         "value": 2790.0, "quality": "GOOD", "good": True}}
-    assert len(body["data"]["tags"]) == 6
+    assert len(body["data"]["tags"]) == 7
     feed(live, {"station/GRP-01/p_out": 2790.0}, Quality.BAD_NOT_CONNECTED)
     q = live.gql('{ tag(path: "station/GRP-01/p_out") { current { quality good } } }')
     assert q["data"]["tag"]["current"] == {"quality": "BAD_NOT_CONNECTED", "good": False}
@@ -107,7 +107,7 @@ def test_ready_reports_tags(live: LiveServer) -> None:
     import httpx
 
     body = httpx.get(live.url + "/ready").json()
-    assert body["services"]["tags"] == 12
+    assert body["services"]["tags"] == 14
 
 
 

@@ -33,7 +33,7 @@ async def test_tags_follow_the_registry_and_are_idempotent(db_engine: AsyncEngin
     async with S.begin() as s:
         assert await tags.ensure_tags(s) == 0
         defs = {t.path: t for t in await tags.load_tags(s)}
-    assert created == len(defs) == 6 + 5 + 5
+    assert created == len(defs) == 7 + 5 + 5
     p_out = defs["station/GRP-01/p_out"]
     assert (p_out.unit, p_out.range_high, p_out.area_id) == ("Pa", 5000.0, "D1")
     assert defs["station/GRP-01/flow"].range_high == 600

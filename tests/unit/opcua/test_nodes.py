@@ -83,7 +83,7 @@ def test_station_paths() -> None:
 
 def test_station_points_cover_every_variable_of_every_station() -> None:
     points = station_points(["GRP-01", "ShRP-7"])
-    assert len(points) == 2 * len(STATION_VARIABLES) == 12
+    assert len(points) == 2 * len(STATION_VARIABLES) == 14
     assert points["station/ShRP-7/valve_pos"] == "nsu=urn:gasops:sim;s=station/ShRP-7/valve_pos"
     assert all(path_from_node_id(node) == path for path, node in points.items())
 
