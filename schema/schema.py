@@ -24,6 +24,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from schema.alarms import AlarmQuery, AlarmSubscription
+from schema.balance import BalanceQuery
 from schema.cache import ResponseCache, response_cache_extension
 from schema.control import CommandQuery, CommandSubscription
 from schema.crews import CrewMutation, CrewQuery, CrewSubscription
@@ -90,7 +91,7 @@ def build_schema(limits: Limits | None = None,
     if not limits.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     query = merge_types("Query", (Query, AlarmQuery, CommandQuery, TwinQuery, MapQuery,
-                                  CrewQuery, PressurePlanQuery))
+                                  CrewQuery, PressurePlanQuery, BalanceQuery))
     return GasopsSchema(
         query=query, mutation=merge_types("Mutation", (Mutation, CrewMutation,
                                                        PressurePlanMutation)),

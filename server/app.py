@@ -34,6 +34,7 @@ from schema.schema import Limits, build_schema
 from server.alarms import Alarms
 from server.control import Control
 from server.crew_sim import CrewSimulator
+from server.exports import export_routes
 from server.integrators import Integrators
 from server.notifications import Notifications
 from server.pressure_plan import PressurePlanRunner
@@ -328,6 +329,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Mount("/static", StaticFiles(directory=FRONTEND_DIR / "static")),
         Route("/vendor/{name}", vendor.endpoint),
         Route("/api/push/meter-readings", PushEndpoint(db, telemetry).handle, methods=["POST"]),
+        *export_routes(services),
         Route("/graphql", graphql_app, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql_app),
     ], lifespan=lifespan)

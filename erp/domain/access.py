@@ -74,6 +74,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "twin.scenarios": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
     # Live registry change feed.
     "registry.subscribe": _STAFF | {Role.integrator},
+    # Gas balance and losses per district and branch (query and CSV/XLSX export): engineers
+    # analyse losses, dispatchers send crews to the flagged branches.
+    "balance.read": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
     # Anyone signed in: who am I.
     "self.read": frozenset(Role),
 }

@@ -25,8 +25,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
-__all__ = ["Balance", "BalanceError", "VOLUME_STEP", "MONEY_STEP", "balance", "flag_abnormal",
-           "leakage_m3"]
+__all__ = ["ANNUAL_NORM_M3_BY_CATEGORY", "Balance", "BalanceError", "GAS_PRICE_RUB_PER_M3",
+           "LEAKAGE_M3_PER_KM_H", "MONEY_STEP", "OWN_NEEDS_M3_PER_DAY", "VOLUME_STEP",
+           "abnormal_reasons", "balance", "flag_abnormal", "leakage_m3"]
 
 VOLUME_STEP = Decimal("0.001")  # m³: one litre
 MONEY_STEP = Decimal("0.01")  # roubles: one kopeck
@@ -114,17 +115,53 @@ def flag_abnormal(balances: Sequence[Balance], *, z_limit: float = 3.5,
                   absolute_share: float = 0.05) -> list[str]:
     """Parts whose imbalance share is abnormal: robust z-score above `z_limit` against the
     other parts (median / 1.4826·MAD), or |share| above `absolute_share`."""
+    return list(abnormal_reasons(balances, z_limit=z_limit, absolute_share=absolute_share))
+
+
+def abnormal_reasons(balances: Sequence[Balance], *, z_limit: float = 3.5,
+                     absolute_share: float = 0.05) -> dict[str, str]:
+    """`flag_abnormal`'s parts (in input order), each with why it was flagged, in words."""
     shares = sorted(b.imbalance_share for b in balances)
     if not shares:
-        return []
+        return {}
     n = len(shares)
     median = (shares[(n - 1) // 2] + shares[n // 2]) / 2
     deviations = sorted(abs(s - median) for s in shares)
     mad = (deviations[(n - 1) // 2] + deviations[n // 2]) / 2 * 1.4826
-    flagged = []
+    flagged: dict[str, str] = {}
     for b in balances:
         s = b.imbalance_share
         z = abs(s - median) / mad if mad > 0 else 0.0
-        if abs(s) > absolute_share or (n >= 4 and z > z_limit):
-            flagged.append(b.part)
+        why = []
+        if abs(s) > absolute_share:
+            why.append(f"imbalance {s:+.2%} of the inflow, beyond ±{absolute_share:.2%}")
+        if n >= 4 and z > z_limit:
+            why.append(f"imbalance {s:+.2%} of the inflow, far from the median {median:+.2%} "
+                       f"of {n} parts (robust z {z:.1f} > {z_limit:g})")
+        if why:
+            flagged[b.part] = "; ".join(why)
     return flagged
+
+
+# --- the utility's norms: demo values, each meant to be replaced by the approved one ----------
+
+GAS_PRICE_RUB_PER_M3 = Decimal("8.30")
+"""Price (roubles per m³ at standard conditions, VAT included) that volumes are valued at:
+of the order of the regulated retail price for households in central Russia, 2026."""
+
+LEAKAGE_M3_PER_KM_H: Mapping[str, Decimal] = {
+    "low": Decimal("0.02"), "medium": Decimal("0.04"), "high": Decimal("0.06")}
+"""Technological leakage norm, m³ (standard) per km of pipe and hour, by pressure level code:
+about 0.5 % of what a low-pressure district of the demo town burns in a year."""
+
+OWN_NEEDS_M3_PER_DAY: Mapping[str, Decimal] = {
+    "GRS": Decimal("150"), "GRP": Decimal("12"), "ShRP": Decimal("2")}
+"""Own needs of a station (heating of the building or cabinet, the GRS's gas heater), m³
+(standard) per day of the heating season, by station kind."""
+
+ANNUAL_NORM_M3_BY_CATEGORY: Mapping[str, Decimal] = {
+    "household": Decimal("250"), "commercial": Decimal("5000"), "critical": Decimal("20000"),
+    "industrial": Decimal("500000")}
+"""Annual consumption (m³ standard) assumed for a service point whose own registered annual
+volume is not set, by consumer category: a flat with a stove and water heater; a small
+business; a school or hospital; a plant."""
