@@ -9,6 +9,7 @@ same port, and issue a command from the console's station card.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -361,3 +362,40 @@ def _token(live: LiveServer, user: str) -> str:
                     '{ ... on LoginSuccess { accessToken } } }', {"u": user, "p": PASSWORD},
                     role=None)
     return str(body["data"]["login"]["accessToken"])
+
+
+async def test_console_trend_zooms_by_reading_the_historian_again(
+        town: Town, browser: Browser) -> None:
+    ctx, page, seen = await _open(browser, town.live, "/console#station/GRP-02", "operator")
+    ranges: list[tuple[str, str]] = []
+
+    def history(request: Any) -> None:
+        body = request.post_data_json if request.method == "POST" else None
+        if body and "history(" in body.get("query", ""):
+            ranges.append((body["variables"]["s"], body["variables"]["e"]))
+
+    page.on("request", history)
+    try:
+        await page.wait_for_selector("#trend .u-over", timeout=15000)
+        assert await page.input_value("#trend-tag") == "station/GRP-02/p_out"
+        first = len(ranges)
+        assert first >= 1
+        box = await page.locator("#trend .u-over").bounding_box()
+        assert box is not None
+        y = box["y"] + box["height"] / 2
+        await page.mouse.move(box["x"] + box["width"] * 0.5, y)
+        await page.mouse.down()
+        await page.mouse.move(box["x"] + box["width"] * 0.9, y, steps=5)
+        await page.mouse.up()
+        for _ in range(50):
+            if len(ranges) > first:
+                break
+            await page.wait_for_timeout(100)
+        start, end = (dt.datetime.fromisoformat(t) for t in ranges[-1])
+        full_start, full_end = (dt.datetime.fromisoformat(t) for t in ranges[first - 1])
+        # The zoomed read covers about the right 40 % of the hour shown before.
+        assert full_start < start < end <= full_end
+        assert (end - start) < 0.5 * (full_end - full_start)
+    finally:
+        await ctx.close()
+    assert seen.errors == []
