@@ -24,6 +24,10 @@ const NetMap = (() => {
     constructor(element, { onPick = null, user = "anonymous" } = {}) {
       this.onPick = onPick;
       this.user = user;
+      // Lines and symbols in CSS pixels would shrink on a 4K wall: scale them with the width
+      // past full HD (the text scales by itself through the root font size).
+      this.k = Math.min(3, Math.max(1, window.innerWidth / 1920));
+      document.documentElement.style.setProperty("--map-k", String(this.k));
       this.map = L.map(element, { preferCanvas: true, zoomControl: true, attributionControl: false });
       this.pipes = new Map();        // pipe id → { line, from, to, level, colour }
       this.points = new Map();       // asset id → { marker, point, label }
@@ -65,7 +69,7 @@ const NetMap = (() => {
         const latlngs = [];
         for (let i = 0; i < p.path.length; i += 2) latlngs.push([p.path[i], p.path[i + 1]]);
         const colour = LEVEL_COLOUR[p.pressureLevel] || "#555";
-        const line = L.polyline(latlngs, { color: colour, weight: WEIGHT[p.pressureLevel] || 2, opacity: 0.9 });
+        const line = L.polyline(latlngs, { color: colour, weight: (WEIGHT[p.pressureLevel] || 2) * this.k, opacity: 0.9 });
         line.on("click", () => this.onPick && this.onPick({ kind: "pipe", ...p }));
         line.addTo(this.map);
         this.pipes.set(p.id, { line, from: p.fromNodeId, to: p.toNodeId, level: p.pressureLevel, colour });
@@ -81,13 +85,13 @@ const NetMap = (() => {
     _addPoint(q) {
       let marker;
       if (q.kind === "station") {
-        marker = L.circleMarker([q.lat, q.lon], { radius: q.subtype === "GRS" ? 11 : 8, color: "#102a43", weight: 2, fillColor: "#9aa5b1", fillOpacity: 1 });
+        marker = L.circleMarker([q.lat, q.lon], { radius: (q.subtype === "GRS" ? 11 : 8) * this.k, color: "#102a43", weight: 2 * this.k, fillColor: "#9aa5b1", fillOpacity: 1 });
         marker.bindTooltip(`${Gasops.escape(q.name || q.id)}<br><b class="pout">—</b>`, { permanent: true, direction: "right", className: "station-label", offset: [8, 0] });
       } else if (q.kind === "valve") {
         const closed = q.subtype === "closed";
-        marker = L.circleMarker([q.lat, q.lon], { radius: 4, color: closed ? "#c62828" : "#37474f", weight: 2, fillColor: closed ? "#c62828" : "#fff", fillOpacity: 1 });
+        marker = L.circleMarker([q.lat, q.lon], { radius: 4 * this.k, color: closed ? "#c62828" : "#37474f", weight: 2 * this.k, fillColor: closed ? "#c62828" : "#fff", fillOpacity: 1 });
       } else {
-        marker = L.circleMarker([q.lat, q.lon], { radius: 4, color: "#ef6c00", weight: 2, fillColor: "#ffe0b2", fillOpacity: 1 });
+        marker = L.circleMarker([q.lat, q.lon], { radius: 4 * this.k, color: "#ef6c00", weight: 2 * this.k, fillColor: "#ffe0b2", fillOpacity: 1 });
       }
       marker.on("click", () => this.onPick && this.onPick(q));
       marker.addTo(this.map);
@@ -148,7 +152,7 @@ const NetMap = (() => {
           if (deadSet.has(p.from)) ends.set(p.from, p.line.getLatLngs()[0]);
           if (deadSet.has(p.to)) ends.set(p.to, p.line.getLatLngs().at(-1));
         }
-        for (const [, ll] of ends) L.circleMarker(ll, { radius: 6, stroke: false, fillColor: "#ad1457", fillOpacity: 0.35, interactive: false }).addTo(this.unsupplied);
+        for (const [, ll] of ends) L.circleMarker(ll, { radius: 6 * this.k, stroke: false, fillColor: "#ad1457", fillOpacity: 0.35, interactive: false }).addTo(this.unsupplied);
       }
     }
 
@@ -162,13 +166,13 @@ const NetMap = (() => {
         const cls = `alarm-icon prio-${a.priority} ${a.status === "unack" || a.status === "rtn_unack" ? "blink" : ""} ${a.active ? "" : "cleared"}`;
         let m = this.alarmMarkers.get(a.id);
         if (!m) {
-          m = L.marker(where.marker.getLatLng(), { icon: L.divIcon({ className: cls, iconSize: [26, 26] }), keyboard: false });
+          m = L.marker(where.marker.getLatLng(), { icon: L.divIcon({ className: cls, iconSize: [26 * this.k, 26 * this.k] }), keyboard: false });
           m.on("click", () => this.onPick && this.onPick(where.point));
           m.addTo(this.alarmLayer);
           m.cls = cls;
           this.alarmMarkers.set(a.id, m);
         } else if (m.cls !== cls) {
-          m.setIcon(L.divIcon({ className: cls, iconSize: [26, 26] }));
+          m.setIcon(L.divIcon({ className: cls, iconSize: [26 * this.k, 26 * this.k] }));
           m.cls = cls;
         }
       }
