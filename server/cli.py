@@ -158,7 +158,6 @@ async def _audit_verify(settings: Settings) -> int:
 def _twin_solve(a: argparse.Namespace) -> int:
     """`gasops twin solve`: 0 converged, 2 invalid file, 3 no convergence (JSON still written)."""
     # jax and the twin load here only: importing them costs seconds other commands need not pay.
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" chatter
     from server import twin_model
     from twin_jax import FrictionLaw, NetworkError, Physics, Status, compile_network, solve_steady
 
@@ -258,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().level > logging.DEBUG:
+        # asyncua logs every publish request and response at INFO (a thousand lines a minute in
+        # the demo), pymodbus its server's chatter, jax that it found no TPU: warnings only.
+        for chatty in ("asyncua", "pymodbus", "jax._src.xla_bridge"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         match args.cmd:
             case "migrate":
