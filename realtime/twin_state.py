@@ -10,8 +10,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["TWIN_TOPIC", "ConsumerShortfall", "NetworkSnapshot", "NodeState", "PipeState", "Residual",
-           "TwinReader"]
+__all__ = ["TWIN_TOPIC", "ConsumerShortfall", "DistrictLeakState", "NetworkSnapshot", "NodeState",
+           "PipeState", "Residual", "TwinReader"]
 
 TWIN_TOPIC = "twin"
 
@@ -64,6 +64,24 @@ class Residual:
         return self.measured - self.modelled
 
 
+@dataclass(frozen=True, slots=True)
+class DistrictLeakState:
+    """The live leak detector's view of one district after a cycle (`server/leak_watch.py`)."""
+
+    area_id: str
+    level: float
+    """The district's CUSUM over its alarm threshold: 1 raises "leak suspected"."""
+    z: float
+    """This cycle's statistic, standard errors (> 0: the residuals sag like a leak here)."""
+    alarm: bool
+    leak_m3h_std: float
+    """The estimated leak while in alarm, m³/h at standard conditions (20 °C), else 0."""
+    observable: bool
+    """Whether the sensors see a leak in this district at all."""
+    warming_up: bool
+    """The detector is still learning its baselines (no alarm can be raised yet)."""
+
+
 @dataclass(frozen=True)
 class NetworkSnapshot:
     """One solve of the live twin, mapped back to asset ids."""
@@ -80,7 +98,7 @@ class NetworkSnapshot:
     pipes: list[PipeState] = field(default_factory=list)
     below_minimum: list[ConsumerShortfall] = field(default_factory=list)
     residuals: list[Residual] = field(default_factory=list)
-
+    leaks: list[DistrictLeakState] = field(default_factory=list)
 
 
 class TwinReader(Protocol):

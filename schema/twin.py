@@ -67,6 +67,21 @@ class SensorResidual:
     residual: float
 
 
+@strawberry.type(description="The live leak watch of one area: a CUSUM on the twin's residuals and "
+                             "the area's metered gas balance (alarm rule area/leak:hi).")
+class AreaLeakWatch:
+    area_id: str
+    level: float = strawberry.field(description="The detector's statistic over its alarm threshold; "
+                                                "1 raises 'leak suspected'")
+    z: float = strawberry.field(description="This cycle's statistic, standard errors (> 0: the "
+                                            "residuals sag like a leak in this area)")
+    alarm: bool = strawberry.field(description="Leak suspected")
+    leak_m3h_std: float = strawberry.field(description="The estimated leak while suspected, m³/h at "
+                                                       "20 °C and 101.325 kPa; 0 otherwise")
+    observable: bool = strawberry.field(description="The sensors can see a leak here at all")
+    warming_up: bool = strawberry.field(description="Still learning its baselines: no alarm yet")
+
+
 @strawberry.type(description="One solve of the live twin.")
 class NetworkState:
     at: dt.datetime
@@ -82,6 +97,7 @@ class NetworkState:
     pipes: list[ModelledPipe]
     consumers_below_minimum: list[ConsumerShortfall]
     residuals: list[SensorResidual]
+    leak_watch: list[AreaLeakWatch]
 
 
 def _state(snap: NetworkSnapshot, period_s: float, area: str | None, scope: frozenset[str] | None
@@ -107,6 +123,10 @@ def _state(snap: NetworkSnapshot, period_s: float, area: str | None, scope: froz
             for c in snap.below_minimum if keep(c.area_id)],
         residuals=[SensorResidual(tag_path=r.path, measured=r.measured, modelled=r.modelled,
                                   residual=r.residual) for r in snap.residuals],
+        leak_watch=[AreaLeakWatch(area_id=d.area_id, level=d.level, z=d.z, alarm=d.alarm,
+                                  leak_m3h_std=d.leak_m3h_std, observable=d.observable,
+                                  warming_up=d.warming_up)
+                    for d in snap.leaks if keep(d.area_id)],
     )
 
 

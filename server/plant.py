@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import math
 import random
 import time
 from collections.abc import Callable
@@ -167,12 +166,10 @@ class SimulatedPlant:
         air_c = self._air_c if self._air_c is not None else float(
             climate_mean_temperature_c(np.array([local.timetuple().tm_yday]))[0])
         hour = local.hour + local.minute / 60.0
-        lo = model.demands_kg_s(air_c, int(hour) % 24)
-        hi = model.demands_kg_s(air_c, (int(hour) + 1) % 24)
-        frac = hour - math.floor(hour)
+        profile = model.demands_kg_s(air_c, hour)  # interpolated through the hour
         self._town_factor = 1.0 + 0.9 * (self._town_factor - 1.0) + self._rng.gauss(0.0, 0.005)
         self._town_factor = min(max(self._town_factor, 0.95), 1.05)
-        demand = ((1 - frac) * lo + frac * hi) * self._consumer_factor * self._town_factor
+        demand = profile * self._consumer_factor * self._town_factor
         zone_demand = np.bincount(model.consumer_zone, weights=demand, minlength=net.n_zones)
         extra = self._leak_process(now, zone_demand)
         in_service = np.array([1.0 if self.station_opening(r) > 0.05 else 0.0

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     twin_air_temperature_c: float | None = Field(
         default=None, description="Daily mean air temperature for demand estimation; "
                                   "unset: the town's climate normal for the date")
+    twin_leak_warmup_s: float = Field(
+        default=600.0, gt=0, description="After start, the live twin's leak watch only learns "
+                                         "its residual baselines for this long (no alarm)")
 
     # Map backgrounds (the wall display and the console; none = schematic is always offered)
     map_tiles_path: Path | None = Field(

@@ -19,6 +19,10 @@ Each cycle (default every 10 s):
    where a sensor is not itself a boundary value (`twin/residual/<tag path>`: station inlet
    gauges inside the network, industrial correctors' pressure), and a `NetworkSnapshot` for
    GraphQL's `networkState` with a note on the bus topic `twin`.
+5. **Leak watch** (`server/leak_watch.py`): the residuals and each metered zone's balance
+   (inflow − profile demand) go into one CUSUM per district; `area/<id>/leak` shows the
+   estimated leak (m³/h) while "leak suspected" holds — the alarm engine raises it from there
+   (rule `area/leak:hi`) — and `area/<id>/leak_level` the detector's level (1 = threshold).
 
 The network is read from the registry once at start (and again by `reload()`); it is compiled
 in a worker thread too — importing JAX and compiling the demo town takes a few seconds.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -45,11 +50,13 @@ from realtime.store import TagStore
 from realtime.twin_state import (
     TWIN_TOPIC,
     ConsumerShortfall,
+    DistrictLeakState,
     NetworkSnapshot,
     NodeState,
     PipeState,
     Residual,
 )
+from server.leak_watch import METER_ACCURACY, LeakWatch, ZoneBalance
 
 __all__ = ["TwinRunner", "load_registry_records"]
 
@@ -100,13 +107,41 @@ class _Model:
         self.corrector_node: dict[str, int] = {}
         self.state: Any = None
         self.last: tuple[Any, Any] | None = None  # (parameters, Result) of the last good solve
+        self.leak_watch: LeakWatch | None = None
+        self.metered_zones = self._metered_zones(records)
+        self.metered_zone_mask = np.zeros(net.n_zones, dtype=bool)
+        self.metered_zone_mask[self.metered_zones] = True
         gas = net.gas
         self.rho_std20 = gas.density_std_kg_m3 * _STD20_PER_STD0
         area = np.pi * net.branch_diameter_m[: net.n_pipes] ** 2 / 4.0
         self.pipe_area_m2 = area
 
-    def demands_kg_s(self, air_c: float, hour: int) -> np.ndarray:
-        """Expected consumption of every consumer now, kg/s (before zone scaling)."""
+    def _metered_zones(self, records: list[AssetRecord]) -> list[int]:
+        """Zones the runner scales to their metered inflow: no source, and every regulator
+        touching them is a station with a flow meter (its `station/<id>/flow` tag)."""
+        net = self.net
+        stations = {r.id for r in records if r.kind == "station"}
+        regs = net.regulators
+        touched: dict[int, bool] = {}
+        for k, rid in enumerate(net.regulator_ids):
+            for z in (int(net.zone_of_node[net.from_node[regs][k]]),
+                      int(net.zone_of_node[net.to_node[regs][k]])):
+                touched[z] = touched.get(z, True) and rid in stations
+        fed = {int(z) for z in net.zone_of_node[net.source_node]}
+        return sorted(z for z, ok in touched.items() if ok and z not in fed)
+
+    def demands_kg_s(self, air_c: float, hour: float) -> np.ndarray:
+        """Expected consumption of every consumer at a local hour (fractional: the hourly
+        profile interpolated, as consumption changes through the hour), kg/s, before scaling."""
+        h0 = int(np.floor(hour)) % 24
+        frac = hour - np.floor(hour)
+        now = self._hourly_kg_s(air_c, h0)
+        if frac < 1e-9:
+            return now
+        return (1.0 - frac) * now + frac * self._hourly_kg_s(air_c, (h0 + 1) % 24)
+
+    def _hourly_kg_s(self, air_c: float, hour: int) -> np.ndarray:
+        """Expected consumption of every consumer in a profile hour, kg/s (before zone scaling)."""
         from twin_jax.demand import hourly_demand_m3h
 
         out = np.zeros(len(self.consumer_category))
@@ -117,6 +152,16 @@ class _Model:
                               self.consumer_peak[at] * 2_000.0)  # no annual volume: ~2,000 full-load hours
             out[at] = hourly_demand_m3h(cat, annual, air_c, hour)
         return out * self.rho_std20 / 3600.0
+
+    def watch(self, params: Any, result: Any, sensors: list[tuple[str, int]],
+              measured: Mapping[str, float], balance: ZoneBalance, period_s: float,
+              warmup_s: float) -> list[DistrictLeakState]:
+        """One leak-watch cycle on a good solve; builds the detector on the first."""
+        if self.leak_watch is None:
+            self.leak_watch = LeakWatch(self.net, params, result, self.node_area, sensors,
+                                        self.metered_zones, period_s=period_s, warmup_s=warmup_s,
+                                        density_std_kg_m3=self.rho_std20)
+        return self.leak_watch.step(result, measured, balance)
 
     def solve(self, params: Any) -> tuple[Any, float]:
         """(Result, seconds) of a warm-started solve."""
@@ -142,8 +187,9 @@ class TwinRunner:
                  publish: Callable[[Mapping[str, TagValue]], None], *, period_s: float = 10.0,
                  air_temperature_c: float | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 local_utc_offset_h: float = 3.0) -> None:
+                 local_utc_offset_h: float = 3.0, leak_warmup_s: float = 600.0) -> None:
         self._db = db
+        self._leak_warmup_s = leak_warmup_s
         self._bus = bus
         self._store = store
         self._publish = publish
@@ -256,6 +302,13 @@ class TwinRunner:
             self._store.define(TagDef(path=f"twin/pipe/{pid}/flow", unit="kg/s",
                                       description="modelled mass flow (twin)", asset_id=pid,
                                       area_id=area))
+        for area in sorted({a for a in model.node_area if a is not None}):
+            # normally in the tags table (`erp.services.tags`, with the alarm rule on `leak`)
+            for name, unit, what in (("leak", "m3/h", "leak suspected: estimated rate (0: none)"),
+                                     ("leak_level", "", "leak detector level (1 = alarm)")):
+                if f"area/{area}/{name}" not in self._store.known:
+                    self._store.define(TagDef(path=f"area/{area}/{name}", unit=unit, description=what,
+                                              asset_id=area, area_id=area))
         for path, _node in self._residual_sensors(model):
             sensor = self._store.known.get(path)
             self._store.define(TagDef(path=f"twin/residual/{path}", unit=sensor.unit if sensor else "",
@@ -284,8 +337,9 @@ class TwinRunner:
         v = state.value.value
         return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
-    def _parameters(self, model: _Model, now: dt.datetime) -> tuple[Any, float, float]:
-        """(parameters, air °C, gas °C) from the tag store."""
+    def _parameters(self, model: _Model, now: dt.datetime
+                    ) -> tuple[Any, float, float, ZoneBalance]:
+        """(parameters, air °C, gas °C, the zones' balance) from the tag store."""
         jnp = model.jnp
         net = model.net
         base = model.base
@@ -321,40 +375,43 @@ class TwinRunner:
             from twin_jax.demand import climate_mean_temperature_c
 
             air_c = float(climate_mean_temperature_c(np.array([local.timetuple().tm_yday]))[0])
-        demand = model.demands_kg_s(air_c, local.hour)
-        demand *= self._zone_scale(model, demand, flows)
+        demand = model.demands_kg_s(air_c, local.hour + local.minute / 60.0 + local.second / 3600.0)
+        balance = self._zone_balance(model, demand, flows)
+        scale = np.where(model.metered_zone_mask & (balance.inflow_kg_s > 0) & (balance.profile_kg_s > 0),
+                         balance.inflow_kg_s / np.where(balance.profile_kg_s > 0, balance.profile_kg_s, 1.0),
+                         1.0)
+        demand = demand * np.clip(np.nan_to_num(scale, nan=1.0), 0.05, 20.0)[model.consumer_zone]
         params = base._replace(
             consumer_demand_kg_s=jnp.asarray(demand), setpoint_pa_gauge=jnp.asarray(setpoints),
             source_pressure_pa_gauge=jnp.asarray(sources), valve_opening=jnp.asarray(opening),
             temperature_k=jnp.asarray(gas_c + 273.15))
-        return params, air_c, gas_c
+        return params, air_c, gas_c, balance
 
-    def _zone_scale(self, model: _Model, demand: np.ndarray, flows_m3h: Mapping[str, float]) -> np.ndarray:
-        """Per consumer, the factor that makes its zone's demand match the metered inflow."""
+    def _zone_balance(self, model: _Model, demand: np.ndarray, flows_m3h: Mapping[str, float]
+                      ) -> ZoneBalance:
+        """Each zone's metered inflow (NaN where a touching station's flow is missing now) and
+        profile demand, kg/s: what the zone scaling and the leak watch's balance rows use."""
         net = model.net
-        if not len(demand):
-            return np.ones(0)
-        estimated = np.bincount(model.consumer_zone, weights=demand, minlength=net.n_zones)
+        profile = np.bincount(model.consumer_zone, weights=demand, minlength=net.n_zones) \
+            if len(demand) else np.zeros(net.n_zones)
         inflow = np.zeros(net.n_zones)
-        known = np.ones(net.n_zones, dtype=bool)
-        touched = np.zeros(net.n_zones, dtype=bool)
+        variance = np.zeros(net.n_zones)
         regs = net.regulators
         for rid, k in model.regulator_index.items():
             z_in = net.zone_of_node[net.from_node[regs][k]]
             z_out = net.zone_of_node[net.to_node[regs][k]]
-            touched[z_in] = touched[z_out] = True
             q = flows_m3h.get(rid)
             if q is None:
-                known[z_in] = known[z_out] = False
+                inflow[z_in] = inflow[z_out] = np.nan
                 continue
             kg_s = q * model.rho_std20 / 3600.0
             inflow[z_out] += kg_s
             inflow[z_in] -= kg_s
-        has_source = np.zeros(net.n_zones, dtype=bool)
-        has_source[net.zone_of_node[net.source_node]] = True
-        ok = known & touched & ~has_source & (estimated > 0) & (inflow > 0)
-        scale = np.where(ok, inflow / np.where(estimated > 0, estimated, 1.0), 1.0)
-        return np.clip(scale, 0.05, 20.0)[model.consumer_zone]
+            variance[z_in] += (METER_ACCURACY * kg_s) ** 2
+            variance[z_out] += (METER_ACCURACY * kg_s) ** 2
+        inflow = np.where(model.metered_zone_mask, inflow, np.nan)
+        return ZoneBalance(inflow_kg_s=inflow, profile_kg_s=profile, sigma_kg_s=np.sqrt(variance),
+                           metered=model.metered_zone_mask)
 
     async def cycle(self) -> NetworkSnapshot | None:
         """One estimate–solve–publish cycle; the snapshot, or None without a network."""
@@ -362,9 +419,18 @@ class TwinRunner:
         if model is None:
             return None
         now = self._clock()
-        params, air_c, gas_c = self._parameters(model, now)
+        params, air_c, gas_c, balance = self._parameters(model, now)
         result, elapsed = await asyncio.to_thread(model.solve, params)
         snapshot = self._snapshot(model, params, result, elapsed, now, air_c, gas_c)
+        if int(result.status) == 0:
+            measured = {r.path: r.measured for r in snapshot.residuals}
+            try:
+                leaks = await asyncio.to_thread(model.watch, params, result, self._residual_sensors(model),
+                                                measured, balance, self.period_s, self._leak_warmup_s)
+            except Exception:  # the twin's own state must not wait for the leak watch
+                log.exception("leak watch failed this cycle")
+            else:
+                snapshot = dataclasses.replace(snapshot, leaks=leaks)
         self._publish_tags(model, snapshot, now)
         self.latest = snapshot
         self.cycles += 1
@@ -418,6 +484,9 @@ class TwinRunner:
             values[f"twin/pipe/{pipe.id}/flow"] = TagValue(round(pipe.mass_flow_kg_s, 6), quality, now, now)
         for r in snap.residuals:
             values[f"twin/residual/{r.path}"] = TagValue(round(r.residual, 1), quality, now, now)
+        for d in snap.leaks:
+            values[f"area/{d.area_id}/leak"] = TagValue(LeakWatch.leak_tag_value(d), Quality.GOOD, now, now)
+            values[f"area/{d.area_id}/leak_level"] = TagValue(round(d.level, 3), Quality.GOOD, now, now)
         self._publish(values)
 
 

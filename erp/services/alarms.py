@@ -209,6 +209,17 @@ DEFAULTS: tuple[AlarmRule, ...] = (
         message="{asset}: corrector communication lost (no data for {stale_after_s:.0f} s)",
         consequence="Readings are not collected; the corrector keeps its own archive.",
         guidance="Check the modem; the archive can be read out once the link is back."),
+    # --- the live twin's leak watch, per area ----------------------------------------------
+    # Medium: a statistical suspicion to investigate, not yet a confirmed escape (the gas smell
+    # reported by a caller is the emergency service's, at its own priority).
+    AlarmRule(
+        "area", "leak", "hi", MEDIUM, limit=0.05,
+        message="{asset}: leak suspected by the twin (the value is the estimated leak, m3/h)",
+        consequence="Gas is escaping somewhere in the area: a growing leak can reach a "
+                    "building and explode; every hour of it is lost gas.",
+        guidance="Run leak localization for the area (the wall map shows its candidates), "
+                 "send the emergency crew with a gas detector to the best ones, and check "
+                 "recent excavation works and consumer complaints about gas smell."),
     # --- remotely operated valves -----------------------------------------------------------
     AlarmRule(
         "valve", "position", "bad_quality", MEDIUM,

@@ -2,7 +2,8 @@
 
 Each asset class has a template (station pressures, temperature, flow, door, valve state; SKZ
 output and polarization potential; corrector volumes, pressure, temperature, alarms; internal
-meters). `ensure_tags` creates the missing definitions for every in-service asset, idempotently,
+meters; per area, the live twin's leak watch, which no device reports). `ensure_tags` creates
+the missing definitions for every in-service asset, idempotently,
 so a new station gets its tags the moment it is registered and `gasops seed-demo` can run twice.
 Residential smart meters (tens of thousands) get their tags when they first report (push driver).
 """
@@ -44,8 +45,11 @@ _STATION = [
                 deadband_value=10.0, range_low=0.0, expected_period_s=10),
     TagTemplate("t_gas", "degC", "gas temperature", deadband_kind="absolute",
                 deadband_value=0.2, range_low=-40.0, range_high=60.0, expected_period_s=10),
+    # 0.05 % of the station's capacity: the gas balance and the twin's leak watch need the
+    # flow to about a tenth of the meter's 1 % (0.5 % of a GRS's 30,000 m3/h would hide
+    # 150 m3/h, more than a district's leak)
     TagTemplate("flow", "m3/h", "flow at standard conditions (20 degC, 101.325 kPa)",
-                deadband_kind="percent", deadband_value=0.5, range_low=0.0,
+                deadband_kind="percent", deadband_value=0.05, range_low=0.0,
                 expected_period_s=10),
     TagTemplate("door", "", "door / intrusion contact (true = open)", data_type="bool",
                 expected_period_s=10),
@@ -95,8 +99,22 @@ _VALVE = [
 ]
 
 
+# Written by the live twin's leak watch (`server/leak_watch.py`), not by a device: no expected
+# period (the twin's cycle is a setting) and no source.
+_AREA = [
+    TagTemplate("leak", "m3/h", "leak suspected by the twin: estimated leak at standard "
+                "conditions (20 degC); 0 while none is suspected", range_low=0.0,
+                expected_period_s=None),
+    TagTemplate("leak_level", "", "the twin's leak detector for this area: its statistic over "
+                "the alarm threshold (1 raises 'leak suspected')", range_low=0.0,
+                expected_period_s=None),
+]
+
+
 def templates_for(asset_kind: str, subtype: str | None) -> Sequence[TagTemplate]:
     """The tag templates of an asset (kind + its own kind), empty when it has no telemetry."""
+    if asset_kind == "area":
+        return _AREA
     if asset_kind == "station":
         return _STATION
     if asset_kind == "skz":
@@ -112,10 +130,11 @@ def templates_for(asset_kind: str, subtype: str | None) -> Sequence[TagTemplate]
 
 def _rows(asset_kind: str, prefix: str, asset: Any, subtype: str | None,
           range_high: dict[str, float]) -> Iterable[dict[str, Any]]:
+    area_id = asset.id if asset_kind == "area" else asset.area_id
     for t in templates_for(asset_kind, subtype):
         yield {
             "path": f"{prefix}/{asset.id}/{t.name}", "asset_kind": asset_kind,
-            "asset_id": asset.id, "area_id": asset.area_id, "name": t.name,
+            "asset_id": asset.id, "area_id": area_id, "name": t.name,
             "description": t.description, "unit": t.unit, "data_type": t.data_type,
             "scale": 1.0, "offset": 0.0, "deadband_kind": t.deadband_kind,
             "deadband_value": t.deadband_value, "range_low": t.range_low,
@@ -145,6 +164,8 @@ async def ensure_tags(session: AsyncSession) -> int:
     for m in (await session.execute(select(orm.Meter).where(
             orm.Meter.status != live, orm.Meter.kind != "residential"))).scalars():
         rows += _rows("meter", "meter", m, m.kind, {})
+    for area in (await session.execute(select(orm.Area))).scalars():
+        rows += _rows("area", "area", area, None, {})
     new = [r for r in rows if r["path"] not in existing]
     if new:
         await session.execute(insert(orm.TagDefinition), new)

@@ -59,10 +59,12 @@ def station_records(station_id: str = "GRP-01", area: str = "T1") -> list[AssetR
     ]
 
 
-def seed_stations(database_url: str, records: list[AssetRecord]) -> None:
-    """Migrate, write the records and their tag definitions (from any thread)."""
+def seed_stations(database_url: str, records: list[AssetRecord], *,
+                  alarm_definitions: bool = False) -> None:
+    """Migrate, write the records and their tag definitions (and, if asked, their default
+    alarm definitions) from any thread."""
     from erp.adapters.db import migrate
-    from erp.services import tags
+    from erp.services import alarms, tags
 
     async def run() -> None:
         engine = create_engine(database_url)
@@ -71,6 +73,8 @@ def seed_stations(database_url: str, records: list[AssetRecord]) -> None:
             async with session_factory(engine).begin() as s:
                 await registry.bulk_import(s, records, audit.Actor("test", "admin"))
                 await tags.ensure_tags(s)
+                if alarm_definitions:
+                    await alarms.ensure_alarm_definitions(s)
         finally:
             await engine.dispose()
 

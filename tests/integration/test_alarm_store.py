@@ -114,8 +114,11 @@ async def test_migration_0005_downgrades_and_upgrades_again(db_engine: AsyncEngi
 async def test_default_definitions_follow_the_registry(db_engine: AsyncEngine) -> None:
     created = await _seed(db_engine)
     defs = await _defs(db_engine)
-    assert created == len(defs) == 2 * 9 + 4 + 2 + 2
-    assert {d.asset_id for d in defs.values()} == {"GRS-1", "GRP-01", "SKZ-01", "M-1", "V-1"}
+    assert created == len(defs) == 2 * 9 + 4 + 2 + 2 + 2  # … and each area's leak watch
+    assert {d.asset_id for d in defs.values()} == {"GRS-1", "GRP-01", "SKZ-01", "M-1", "V-1", "D1", "D2"}
+    leak = defs["area/D1/leak:hi"]
+    assert (leak.priority, leak.area_id, leak.limit_value) == (2, "D1", pytest.approx(0.05))
+    assert "leak suspected" in leak.message
     assert all(d.source == "default" and d.enabled for d in defs.values())
 
     grp = "station/GRP-01"

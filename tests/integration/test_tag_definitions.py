@@ -33,7 +33,10 @@ async def test_tags_follow_the_registry_and_are_idempotent(db_engine: AsyncEngin
     async with S.begin() as s:
         assert await tags.ensure_tags(s) == 0
         defs = {t.path: t for t in await tags.load_tags(s)}
-    assert created == len(defs) == 7 + 5 + 5
+    assert created == len(defs) == 7 + 5 + 5 + 2  # station, SKZ, corrector, area D1's leak watch
+    leak = defs["area/D1/leak"]
+    assert (leak.asset_kind, leak.asset_id, leak.area_id, leak.unit) == ("area", "D1", "D1", "m3/h")
+    assert leak.expected_period_s is None and leak.source is None  # the twin writes it, no device
     p_out = defs["station/GRP-01/p_out"]
     assert (p_out.unit, p_out.range_high, p_out.area_id) == ("Pa", 5000.0, "D1")
     assert defs["station/GRP-01/flow"].range_high == 600

@@ -18,7 +18,7 @@ from erp.services import alarms, tags
 from erp.services.alarms import DEFAULTS, AlarmRule, TagFacts, definition_values
 from realtime.alarms.model import AlarmDefinition, AlarmEvent, AlarmKind, Priority
 
-SUBTYPES = {"station": None, "skz": None, "valve": None, "meter": "industrial_corrector"}
+SUBTYPES = {"station": None, "skz": None, "valve": None, "meter": "industrial_corrector", "area": None}
 
 
 def _tag(asset_kind: str, name: str, *, asset_id: str = "A-1", area_id: str | None = "D1",
