@@ -17,12 +17,15 @@ data's gaps).
    every year — a limitation of the data, not of the model; with it the model can only learn a
    seasonal shape. Fit 2011-11-01 … 2014-10-31, test 2014-11-01 … 2016-02-17. Greek public
    holidays (fixed dates plus the Orthodox Easter ones) get the holiday factor.
-2. Synthetic town: two years of daily consumption of households, commercial and industrial
-   customers (`twin_jax.demand` profiles with their BDEW-like parameters, 60/25/15 % of a
-   50 million m³ year), Yaroslavl's climate normal plus AR(1) day-to-day weather noise
-   (σ 3 °C, φ 0.7), weekday factors, holidays × 0.85 and 3 % multiplicative noise. Fit on year 1,
-   test on year 2 with the actual (noisy) temperatures — a utility with a weather feed.
-   Also: the fitted design-day volume at −31 °C against the generating model's.
+2. The demo town (`server/demo_history.py`): two years (2023–2024) of its 20,293 service points
+   as the demo's hidden plant makes them — SigLinDe profiles per category and annual volume,
+   a fixed factor per consumer — plus day-to-day weather (Yaroslavl's normal + AR(1) noise),
+   a day-level behaviour factor (3 %) and 1 % meter noise per hour. Series: the town (the
+   GRS's meter), each district (its station's meter; medium pressure = GRS − districts), each
+   consumer category. Fit on 2023, test on 2024; the test days are forecast with the actual
+   temperature + N(0, 1.5 °C), a day-ahead weather forecast's error. Hourly: day-ahead, the
+   daily model split by the hourly shape fitted on 2023 (`fit_hourly_shape`), against the same
+   hour a week before. Also the fitted design-day volume at −31 °C against the generating model.
 """
 
 from __future__ import annotations
@@ -37,16 +40,18 @@ from pathlib import Path
 
 import numpy as np
 
-from twin_jax.demand import CATEGORIES, climate_mean_temperature_c, customer_value, daily_factor
+from erp.demo_town import generate_demo_town
+from server.demo_history import DemoHistory, demo_history
+from twin_jax.demand import climate_mean_temperature_c
 from twin_jax.forecast import (
     WEEKDAYS,
-    as_days,
     fit_daily,
+    fit_hourly_shape,
     mape,
     peak_for_design_temperature,
     predict_recalibrated,
     seasonal_naive,
-    weekday_of,
+    seasonal_naive_hourly,
 )
 
 ARCHIVE = Path(__file__).resolve().parent / "data" / "gaslib" / "Nominations-134-v2.tar.xz"
@@ -55,7 +60,6 @@ GAS_NS = "{http://gaslib.zib.de/Gas}"
 FLOW_TO_M3_PER_DAY = {"1000m_cube_per_hour": 24_000.0, "m_cube_per_hour": 24.0,
                       "m_cube_per_day": 1.0, "1000m_cube_per_day": 1000.0}
 GREECE = {"annual_mean_c": 18.0, "amplitude_c": 9.5, "coldest_day": 20}
-YAROSLAVL = {"annual_mean_c": 5.0, "amplitude_c": 14.0, "coldest_day": 20}
 DESIGN_T_C = -31.0
 
 
@@ -115,49 +119,53 @@ def greek_holidays(years: range) -> list[dt.date]:
     return out
 
 
-def synthetic_town(seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dt.date], float]:
-    """Two years of a town's daily use: (dates, actual T °C, m³/day, holidays, true m³/day at −31 °C)."""
-    rng = np.random.default_rng(seed)
-    dates = np.arange(np.datetime64("2023-01-01"), np.datetime64("2025-01-01"))
-    noise = np.zeros(len(dates))
-    phi, sigma = 0.7, 3.0
-    for i in range(1, len(dates)):
-        noise[i] = phi * noise[i - 1] + np.sqrt(1 - phi**2) * sigma * rng.standard_normal()
-    temp = climate_mean_temperature_c(day_of_year(dates), **YAROSLAVL) + noise
-    annual = 50e6
-    mix = {"household": 0.60, "commercial": 0.25, "industrial": 0.15}
-    wd = np.array([1.03, 1.03, 1.02, 1.02, 1.01, 0.95, 0.94])
-    wd /= wd.mean()
-    holidays = [dt.date(y, m, d) for y in (2023, 2024) for m, d in
-                ((1, 1), (1, 2), (1, 3), (1, 7), (2, 23), (3, 8), (5, 1), (5, 9), (6, 12), (11, 4))]
-    hol = np.isin(dates, as_days(holidays))
-
-    def base(t: np.ndarray) -> np.ndarray:
-        return sum(share * annual * customer_value(CATEGORIES[c], 1.0, **YAROSLAVL)
-                   * np.asarray(daily_factor(CATEGORIES[c], t)) for c, share in mix.items())
-
-    q = base(temp) * wd[weekday_of(dates)] * np.where(hol, 0.85, 1.0)
-    q *= np.exp(rng.normal(0.0, 0.03, len(dates)))
-    return dates, temp, q, holidays, float(base(np.array([DESIGN_T_C]))[0] * wd.max())
+def demo_town_history(days: int = 731) -> tuple[DemoHistory, np.ndarray]:
+    """Two years (2023–2024) of the demo town as its plant makes them, and day-ahead
+    temperature forecasts for them (the actual daily mean + N(0, 1.5 °C))."""
+    hist = demo_history(generate_demo_town().records, dt.date(2023, 1, 1), days)
+    rng = np.random.default_rng(11)
+    return hist, hist.temperature_c + rng.normal(0.0, 1.5, len(hist.dates))
 
 
 def evaluate(dates: np.ndarray, temp: np.ndarray, q: np.ndarray, split: np.datetime64,
-             holidays: list[dt.date]) -> dict:
-    """Fit before `split`, test from it: MAPEs of model and baseline, the model, timings."""
+             holidays: list[dt.date], forecast_temp: np.ndarray | None = None) -> dict:
+    """Fit before `split`, test from it: MAPEs of model and baseline, the model, timings.
+
+    `forecast_temp` [n]: the temperatures the forecasts of the test days are made with (a
+    weather forecast); default the actual ones."""
     train = dates < split
     test = ~train
+    t_test = (temp if forecast_temp is None else forecast_temp)[test]
     t0 = time.perf_counter()
     model = fit_daily(dates[train], temp[train], q[train], holidays=holidays)
     fit_s = time.perf_counter() - t0
-    pred = model.predict(dates[test], temp[test])
+    pred = model.predict(dates[test], t_test)
     naive = seasonal_naive(dates, q, dates[test])
     # week-ahead with the level re-set from the 28 days before (what seasonal-naive also knows)
-    recal = predict_recalibrated(model, dates, q, temp, dates[test], temp[test])
+    recal = predict_recalibrated(model, dates, q, temp, dates[test], t_test)
     return {"model": model, "fit_s": fit_s, "n_train": int(train.sum()), "n_test": int(test.sum()),
             "mape_model": mape(q[test], pred), "mape_naive": mape(q[test], naive),
             "mape_recal": mape(q[test], recal),
             "bias_model": 100 * (float(np.exp(np.median(np.log(pred / q[test])))) - 1),
-            "n_naive_364": int(np.isin(dates[test] - 364, dates).sum())}
+            "n_naive_364": int(np.isin(dates[test] - 364, dates).sum()), "pred": pred}
+
+
+def evaluate_hourly(dates: np.ndarray, temp: np.ndarray, forecast_temp: np.ndarray, hourly: np.ndarray,
+                    split: np.datetime64) -> dict:
+    """Day-ahead hourly forecasts of the test days: the daily model (level re-set from the 28
+    days before yesterday) split by the hourly shape fitted on the training days, against the
+    same hour a week before. `hourly` [D, 24]."""
+    train = dates < split
+    test = ~train
+    daily = hourly.sum(axis=1)
+    model = fit_daily(dates[train], temp[train], daily[train])
+    shape = fit_hourly_shape(dates[train], hourly[train], temp[train])
+    day_ahead = predict_recalibrated(model, dates, daily, temp, dates[test], forecast_temp[test], lead_days=1)
+    ours = shape.split(dates[test], forecast_temp[test], day_ahead)
+    naive = seasonal_naive_hourly(hourly.ravel()).reshape(hourly.shape)[test]
+    return {"mape_model": mape(hourly[test].ravel(), ours.ravel()),
+            "mape_naive": mape(hourly[test].ravel(), naive.ravel()),
+            "mape_daily": mape(daily[test], day_ahead), "shape_days": shape.days}
 
 
 def main() -> None:
@@ -169,12 +177,30 @@ def main() -> None:
     t_gr = climate_mean_temperature_c(day_of_year(dates), **GREECE)
     gr = evaluate(dates, t_gr, mcm, np.datetime64("2014-11-01"), greek_holidays(range(2011, 2017)))
 
-    s_dates, s_temp, s_q, s_hol, true_peak = synthetic_town()
-    syn = evaluate(s_dates, s_temp, s_q, np.datetime64("2024-01-01"), s_hol)
-    peak = peak_for_design_temperature(syn["model"], DESIGN_T_C)
+    hist, f_temp = demo_town_history()
+    split = np.datetime64("2024-01-01")
+    d_dates = hist.dates
+    flows = {sid: hist.station_flow_m3h[k] for k, sid in enumerate(hist.stations)}
+    grs = next(sid for sid in hist.stations if sid.startswith("GRS"))
+    series = {"town (GRS-1 meter)": flows[grs]}
+    districts = {sid: f for sid, f in flows.items() if sid != grs}
+    districts["MP (GRS-1 − districts)"] = flows[grs] - sum(districts.values())
+    cats = {c: hist.category(c) for c in sorted({c for _a, c in hist.groups})}
+    res = {name: evaluate(d_dates, hist.temperature_c, h.sum(axis=1), split, [], f_temp)
+           for name, h in {**series, **districts, **{f"category {c}": v for c, v in cats.items()}}.items()}
+    town = res["town (GRS-1 meter)"]
+    hourly = {name: evaluate_hourly(d_dates, hist.temperature_c, f_temp, h, split)
+              for name, h in {**series, **districts}.items()}
+    design = float(hist.expected_day_m3(DESIGN_T_C).sum())
+    peak = peak_for_design_temperature(town["model"], DESIGN_T_C)
 
     print(f"GasLib-134: {len(dates):,} days {dates[0]} … {dates[-1]} read in {read_s:.2f} s, "
           f"total exits {mcm.min():.2f}–{mcm.max():.2f} (mean {mcm.mean():.2f}) million m³/day")
+    print(f"demo town: {len(hist.groups)} (area, category) groups, {hist.annual_m3.sum() / 1e6:.1f} million "
+          f"m³ a normal year; {len(d_dates)} days from {d_dates[0]}; test days forecast with the actual "
+          "temperature + N(0, 1.5 °C) (a day-ahead weather forecast)")
+    print()
+    print("Daily:")
     print()
     print("| history | temperature given to the model | train days | test days | MAPE ours "
           "(fitted level) | MAPE ours (level re-set weekly, 7 days ahead) | MAPE seasonal-naive | fit s |")
@@ -183,21 +209,46 @@ def main() -> None:
           f"(Athens-like, no weather in GasLib) | {gr['n_train']:,} | {gr['n_test']:,} | "
           f"{gr['mape_model']:.1f} % | {gr['mape_recal']:.1f} % | {gr['mape_naive']:.1f} % | "
           f"{gr['fit_s']:.1f} |")
-    print(f"| synthetic town (Yaroslavl normal + AR(1) σ 3 °C, 3 % noise), fit 2023, test 2024 | "
-          f"actual daily means | {syn['n_train']:,} | {syn['n_test']:,} | {syn['mape_model']:.1f} % | "
-          f"{syn['mape_recal']:.1f} % | {syn['mape_naive']:.1f} % | {syn['fit_s']:.1f} |")
+    for name, r in res.items():
+        if name in districts:
+            continue
+        print(f"| demo town, {name}, fit 2023, test 2024 | forecast (actual ± 1.5 °C) | {r['n_train']:,} | "
+              f"{r['n_test']:,} | {r['mape_model']:.1f} % | {r['mape_recal']:.1f} % | "
+              f"{r['mape_naive']:.1f} % | {r['fit_s']:.1f} |")
+    d_model = [res[n]["mape_model"] for n in districts]
+    d_naive = [res[n]["mape_naive"] for n in districts]
+    better = sum(m < b for m, b in zip(d_model, d_naive, strict=True))
+    print(f"| demo town, each of its {len(districts)} districts (station meters), fit 2023, test 2024 | "
+          f"forecast | {town['n_train']:,} | {town['n_test']:,} | median {np.median(d_model):.1f} %, "
+          f"worst {max(d_model):.1f} % | – | median {np.median(d_naive):.1f} %, "
+          f"worst {max(d_naive):.1f} % | – |")
+    print(f"districts where ours beats seasonal-naive: {better} of {len(districts)}")
+    print()
+    print("Hourly, day-ahead (demo town, test 2024):")
+    print()
+    print("| series | MAPE ours (daily model × fitted hourly shape) "
+          "| MAPE seasonal-naive (same hour a week before) | MAPE of the day-ahead daily total |")
+    print("|---|---:|---:|---:|")
+    h_town = hourly["town (GRS-1 meter)"]
+    print(f"| town (GRS-1 meter) | {h_town['mape_model']:.1f} % | {h_town['mape_naive']:.1f} % | "
+          f"{h_town['mape_daily']:.1f} % |")
+    hm = [hourly[n]["mape_model"] for n in districts]
+    hn = [hourly[n]["mape_naive"] for n in districts]
+    print(f"| each district (median, worst) | {np.median(hm):.1f} %, {max(hm):.1f} % | "
+          f"{np.median(hn):.1f} %, {max(hn):.1f} % | – |")
     print()
     print(f"seasonal-naive: {gr['n_naive_364']}/{gr['n_test']} GasLib test days had the day 364 days "
-          f"earlier (the rest: latest same weekday ≥ 7 days before); synthetic "
-          f"{syn['n_naive_364']}/{syn['n_test']}")
-    for name, r in (("GasLib-134", gr), ("synthetic", syn)):
+          f"earlier (the rest: latest same weekday ≥ 7 days before); "
+          f"demo {town['n_naive_364']}/{town['n_test']}")
+    for name, r in (("GasLib-134", gr), ("demo town", town)):
         m = r["model"]
         wd = ", ".join(f"{d} {f:.3f}" for d, f in zip(WEEKDAYS, m.weekday_factors, strict=True))
         print(f"{name} fit: rms log error {m.rms_log_error:.3f}, {m.iterations} BFGS iterations, "
               f"median bias on the test days {r['bias_model']:+.1f} %; "
               f"weekday factors {wd}; holiday factor {m.holiday_factor:.3f}")
-    print(f"synthetic design day at {DESIGN_T_C:.0f} °C (busiest weekday): fitted {peak / 1e3:,.0f} "
-          f"thousand m³/day, generating model {true_peak / 1e3:,.0f} ({100 * (peak / true_peak - 1):+.1f} %)")
+    print(f"demo town design day at {DESIGN_T_C:.0f} °C: fitted {peak / 1e3:,.0f} thousand m³/day, "
+          f"generating model {design / 1e3:,.0f} ({100 * (peak / design - 1):+.1f} %); coldest day of the "
+          f"training year {hist.temperature_c[d_dates < split].min():.1f} °C")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
 
 

@@ -62,15 +62,34 @@ def _serve(settings: Settings) -> uvicorn.Server:
     return server
 
 
+def _login(url: str, password: str) -> str:
+    """The dispatcher's access token."""
+    body = httpx.post(url + "/graphql", timeout=30, json={
+        "query": "mutation($u: String!, $p: String!) { login(username: $u, password: $p) "
+                 "{ ... on LoginSuccess { accessToken } } }",
+        "variables": {"u": "dispatcher", "p": password}}).json()
+    return str(body["data"]["login"]["accessToken"])
+
+
 class AlarmChurn:
     """Every `period_s`: a station's door opens (an alarm), the dispatcher acknowledges it, the
     door closes (the alarm clears). Stations take turns."""
 
-    def __init__(self, server: uvicorn.Server, url: str, token: str, period_s: float) -> None:
+    def __init__(self, server: uvicorn.Server, url: str, password: str, period_s: float) -> None:
         self.app: Any = server.config.app
-        self.url, self.token, self.period_s = url, token, period_s
+        self.url, self.password, self.period_s = url, password, period_s
         self.raised = 0
+        self.failures = 0
+        self._token = ""
+        self._token_at = -1e9
         self._stop = threading.Event()
+
+    def _headers(self) -> dict[str, str]:
+        """A fresh dispatcher token every 5 minutes (access tokens live 15)."""
+        if time.monotonic() - self._token_at > 300:
+            self._token = _login(self.url, self.password)
+            self._token_at = time.monotonic()
+        return {"authorization": f"Bearer {self._token}"}
 
     def _set(self, path: str, value: bool) -> None:
         sim = next(s for s in self.app.state.telemetry.field.simulators if path in s.points)
@@ -78,7 +97,7 @@ class AlarmChurn:
         asyncio.run_coroutine_threadsafe(sim.set_value(path, value), self.app.state.loop).result(5)
 
     def _ack_all(self) -> None:
-        headers = {"authorization": f"Bearer {self.token}"}
+        headers = self._headers()
         body = httpx.post(self.url + "/graphql", headers=headers, timeout=30, json={
             "query": "{ activeAlarms { id status } }"}).json()
         for a in body["data"]["activeAlarms"]:
@@ -102,6 +121,7 @@ class AlarmChurn:
                 self._ack_all()
                 self._set(door, False)
             except Exception as e:  # noqa: BLE001 - a soak keeps going; it reports at the end
+                self.failures += 1
                 print(f"alarm churn: {e!r}", flush=True)
 
     def start(self) -> None:
@@ -120,12 +140,7 @@ async def soak(a: argparse.Namespace) -> None:
     credentials = await _seed(settings)
     server = await asyncio.to_thread(_serve, settings)
     url = f"http://127.0.0.1:{settings.port}"
-    response = await asyncio.to_thread(httpx.post, url + "/graphql", timeout=30, json={
-        "query": "mutation($u: String!, $p: String!) { login(username: $u, password: $p) "
-                 "{ ... on LoginSuccess { accessToken } } }",
-        "variables": {"u": "dispatcher", "p": credentials["dispatcher"]}})
-    login = response.json()
-    churn = AlarmChurn(server, url, login["data"]["login"]["accessToken"], 60.0 / a.rate)
+    churn = AlarmChurn(server, url, credentials["dispatcher"], 60.0 / a.rate)
     frames = 0
 
     def count(_: Any) -> None:
@@ -169,7 +184,7 @@ async def soak(a: argparse.Namespace) -> None:
           f"{len(os.sched_getaffinity(0))} cores; rate {a.rate:g}x "
           f"(stations {settings.sim_period_s:g} s, Modbus {settings.poll_period_s:g} s, "
           f"twin {settings.twin_period_s:g} s, crews {settings.crew_sim_period_s:g} s), "
-          f"{churn.raised} alarms raised and acknowledged")
+          f"{churn.raised} alarms raised and acknowledged ({churn.failures} churn steps failed)")
     print(f"| | after {base[0]:.0f} min | after {end[0]:.0f} min | change |")
     print("|---|---|---|---|")
     for name, i, digits in (("JS heap (MB, after GC)", 1, 2), ("DOM nodes", 2, 0),

@@ -19,8 +19,14 @@ m_w ≤ 0 (exp), weekday factors by a softmax (positive, mean 1), holiday factor
 `KW` is a fixed scale (the history's mean over the starting profile's mean), since h's
 parameters already carry the overall level: the product KW·h is what is identified.
 
+Hourly: `fit_hourly_shape` learns the share of the day's gas in each local hour from hourly
+history, per day type (workday; weekend or holiday) and temperature band (cold days are
+flatter: heating runs through the night), and `HourlyShape.split` turns daily forecasts into
+hourly ones — the BDEW method's hour factors, fitted instead of tabulated.
+
 Also here: `peak_for_design_temperature` (the design day's volume), the seasonal-naive
-baseline (`seasonal_naive`) every forecast should beat, and `mape`.
+baselines every forecast should beat (`seasonal_naive`: the same weekday a year before;
+`seasonal_naive_hourly`: the same hour a week before), and `mape`.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ from jax.scipy.optimize import minimize
 
 from twin_jax.demand import CATEGORIES, SigLinDe, daily_factor
 
-__all__ = ["WEEKDAYS", "DailyModel", "as_days", "fit_daily", "mape", "peak_for_design_temperature",
-           "predict_recalibrated", "seasonal_naive", "weekday_of"]
+__all__ = ["WEEKDAYS", "DailyModel", "HourlyShape", "as_days", "fit_daily", "fit_hourly_shape", "mape",
+           "peak_for_design_temperature", "predict_recalibrated", "seasonal_naive",
+           "seasonal_naive_hourly", "weekday_of"]
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _T0 = 40.0
@@ -198,6 +205,77 @@ def peak_for_design_temperature(model: DailyModel, design_temperature_c: float,
 
 
 # ---------------------------------------------------------------------------------------------
+# hourly shape
+
+
+@dataclass(frozen=True)
+class HourlyShape:
+    """Share of a day's consumption in each local hour, by day type and temperature band."""
+
+    shares: np.ndarray
+    """[2, n_bands, 24]: day type 0 workday, 1 weekend or holiday; each row sums to 1."""
+    band_edges_c: tuple[float, ...]
+    """Daily mean temperatures (°C) between the bands: (0, 10) makes < 0, 0…10, ≥ 10 °C."""
+    days: np.ndarray
+    """[2, n_bands] training days behind each row (0: borrowed from the day type's mean)."""
+
+    def _rows(self, dates: np.ndarray, temperature_c: np.ndarray, holidays: frozenset) -> np.ndarray:
+        days = as_days(dates)
+        off = (weekday_of(days) >= 5) | np.isin(days, np.array(sorted(holidays), dtype="datetime64[D]"))
+        band = np.searchsorted(np.asarray(self.band_edges_c), np.asarray(temperature_c), side="right")
+        return self.shares[off.astype(int), band]
+
+    def split(self, dates: Iterable[dt.date] | np.ndarray, temperature_c: np.ndarray, daily: np.ndarray,
+              holidays: Iterable[dt.date] = ()) -> np.ndarray:
+        """Hourly consumption [n, 24] (daily's unit per hour) of days [n] with daily totals [n]."""
+        d = np.asarray(daily, dtype=np.float64)
+        t = np.asarray(temperature_c, dtype=np.float64)
+        if d.shape != t.shape:
+            raise ValueError(f"daily {d.shape} and temperature_c {t.shape} differ")
+        return d[:, None] * self._rows(np.asarray(dates), t, frozenset(as_days(list(holidays))))
+
+
+def fit_hourly_shape(dates: Iterable[dt.date] | np.ndarray, hourly: np.ndarray, temperature_c: np.ndarray,
+                     holidays: Iterable[dt.date] = (), band_edges_c: Sequence[float] = (0.0, 10.0),
+                     min_days: int = 7) -> HourlyShape:
+    """The mean hourly share of each day type and temperature band in history.
+
+    Arguments: `dates` [n] local days; `hourly` [n, 24] consumption per local hour (any unit;
+    days with a missing or non-positive total are skipped); `temperature_c` [n] daily means;
+    `holidays` count as weekend days. A band with fewer than `min_days` days takes its day
+    type's mean over all bands (and a day type with none, the other's).
+    """
+    days = as_days(dates)
+    h = np.asarray(hourly, dtype=np.float64)
+    t = np.asarray(temperature_c, dtype=np.float64)
+    if h.shape != (len(days), 24) or t.shape != days.shape:
+        raise ValueError(f"hourly must be [n, 24] beside dates [n] and temperature_c [n]; got {h.shape}, "
+                         f"{days.shape}, {t.shape}")
+    total = h.sum(axis=1)
+    ok = np.isfinite(total) & (total > 0) & np.all(h >= 0, axis=1) & np.isfinite(t)
+    if ok.sum() < min_days:
+        raise ValueError(f"need at least {min_days} complete days of hourly history, got {int(ok.sum())}")
+    share = h[ok] / total[ok, None]
+    hol = frozenset(as_days(list(holidays)))
+    off = ((weekday_of(days) >= 5) | np.isin(days, np.array(sorted(hol), dtype="datetime64[D]")))[ok]
+    edges = np.asarray(tuple(band_edges_c), dtype=np.float64)
+    band = np.searchsorted(edges, t[ok], side="right")
+    n_bands = len(edges) + 1
+    out = np.zeros((2, n_bands, 24))
+    count = np.zeros((2, n_bands), dtype=np.int64)
+    overall = [share[off == k].mean(axis=0) if np.any(off == k) else None for k in (0, 1)]
+    overall = [o if o is not None else overall[1 - k] for k, o in enumerate(overall)]
+    for k in (0, 1):
+        for b in range(n_bands):
+            sel = (off == k) & (band == b)
+            count[k, b] = int(sel.sum())
+            out[k, b] = share[sel].mean(axis=0) if count[k, b] >= min_days else overall[k]
+    out /= out.sum(axis=2, keepdims=True)
+    days_used = np.where(count >= min_days, count, 0)
+    return HourlyShape(shares=out, band_edges_c=tuple(float(e) for e in edges), days=days_used)
+
+
+# ---------------------------------------------------------------------------------------------
 # baseline and metric
 
 
@@ -227,6 +305,20 @@ def seasonal_naive(history_dates: Iterable[dt.date] | np.ndarray, history_values
         i = np.searchsorted(same, d - 7, side="right")
         out.append(lookup[int(same[i - 1])] if i > 0 else np.nan)
     return np.array(out, dtype=np.float64)
+
+
+def seasonal_naive_hourly(history: np.ndarray, lag_hours: int = 168) -> np.ndarray:
+    """Seasonal-naive hourly forecast: each hour's value `lag_hours` (a week) before.
+
+    Arguments: `history` [m] an hourly series without gaps (NaN allowed). Returns [m]: NaN for
+    the first `lag_hours` hours.
+    """
+    x = np.asarray(history, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"history must be [m], got {x.shape}")
+    out = np.full(len(x), np.nan)
+    out[lag_hours:] = x[:-lag_hours] if lag_hours else x
+    return out
 
 
 def mape(actual: np.ndarray, predicted: np.ndarray) -> float:

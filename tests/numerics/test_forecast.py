@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 
 from bench.forecast import ARCHIVE, read_nominations
-from twin_jax.demand import CATEGORIES, SigLinDe, climate_mean_temperature_c, daily_factor
+from twin_jax.demand import CATEGORIES, HOURLY_SHAPE, SigLinDe, climate_mean_temperature_c, daily_factor
 from twin_jax.forecast import (
     as_days,
     fit_daily,
+    fit_hourly_shape,
     mape,
     peak_for_design_temperature,
     predict_recalibrated,
     seasonal_naive,
+    seasonal_naive_hourly,
     weekday_of,
 )
 
@@ -148,3 +150,47 @@ def test_gaslib_134_archive() -> None:
     assert np.all(m3_per_day > 0)
     # 1000 m³/h → m³/day: the network's mean is about 9.8 million m³/day
     assert 5e6 < float(np.mean(m3_per_day)) < 15e6
+
+
+def test_hourly_shape_recovers_each_day_types_and_bands_shares() -> None:
+    rng = np.random.default_rng(2)
+    dates = np.arange(np.datetime64("2024-01-01"), np.datetime64("2024-12-31"))
+    temp = climate_mean_temperature_c((dates - np.datetime64("2024-01-01")).astype(int) + 1)
+    workday = HOURLY_SHAPE["commercial"]
+    weekend = HOURLY_SHAPE["household"]
+    cold_flat = np.full(24, 1 / 24)
+    off = weekday_of(dates) >= 5
+    truth = np.where(off[:, None], weekend[None, :], workday[None, :])
+    truth = np.where((temp < 0.0)[:, None] & ~off[:, None], cold_flat[None, :], truth)
+    daily = 1_000.0 * np.exp(-0.05 * temp)
+    hourly = daily[:, None] * truth * np.exp(rng.normal(0.0, 0.02, truth.shape))
+    shape = fit_hourly_shape(dates, hourly, temp, band_edges_c=(0.0, 10.0))
+    np.testing.assert_allclose(shape.shares[0, 1], workday, rtol=0.02)  # workday, 0…10 °C
+    np.testing.assert_allclose(shape.shares[0, 0], cold_flat, rtol=0.02)  # workday, < 0 °C
+    np.testing.assert_allclose(shape.shares[1, 2], weekend, rtol=0.02)  # weekend, ≥ 10 °C
+    assert np.allclose(shape.shares.sum(axis=2), 1.0)
+    split = shape.split(dates[:10], temp[:10], daily[:10])
+    np.testing.assert_allclose(split.sum(axis=1), daily[:10])  # the day's total is kept
+    # a holiday is a weekend day
+    monday = np.array(["2024-03-04"], dtype="datetime64[D]")
+    as_holiday = shape.split(monday, np.array([5.0]), np.array([24.0]), holidays=[dt.date(2024, 3, 4)])
+    np.testing.assert_allclose(as_holiday[0], 24.0 * shape.shares[1, 1])
+
+
+def test_hourly_shape_borrows_for_thin_bands_and_refuses_too_little_history() -> None:
+    dates = np.arange(np.datetime64("2024-07-01"), np.datetime64("2024-07-29"))  # summer only
+    hourly = np.tile(HOURLY_SHAPE["household"], (len(dates), 1))
+    shape = fit_hourly_shape(dates, hourly, np.full(len(dates), 20.0))
+    assert shape.days[0, 0] == 0 and shape.days[0, 2] > 0  # no cold workdays: borrowed
+    np.testing.assert_allclose(shape.shares[0, 0], HOURLY_SHAPE["household"])
+    with pytest.raises(ValueError, match="complete days"):
+        fit_hourly_shape(dates[:3], hourly[:3], np.full(3, 20.0))
+    with pytest.raises(ValueError, match=r"\[n, 24\]"):
+        fit_hourly_shape(dates, hourly[:, :12], np.full(len(dates), 20.0))
+
+
+def test_seasonal_naive_hourly_is_the_same_hour_a_week_before() -> None:
+    x = np.arange(24 * 10, dtype=float)
+    naive = seasonal_naive_hourly(x)
+    assert np.isnan(naive[:168]).all()
+    np.testing.assert_array_equal(naive[168:], x[:-168])
