@@ -21,6 +21,7 @@ from schema.cache import ResponseCache
 if TYPE_CHECKING:  # the session factory is handed in by the server; resolvers never build one
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+    from schema.forecast import ForecastService
     from schema.pressure_plan import PressurePlanService
     from schema.twin import ScenarioService
 
@@ -44,6 +45,7 @@ class Services:
     twin: TwinReader | None = None  # None when the live twin does not run in this process
     scenarios: ScenarioService | None = None  # what-if jobs; None without the live twin here
     pressure_plans: PressurePlanService | None = None  # DSS-1 plans; None without the live twin
+    forecasts: ForecastService | None = None  # demand forecasts; None without the live twin
     # Map backgrounds offered to pages besides none (schematic): (name, XYZ URL template).
     map_tiles: tuple[tuple[str, str], ...] = ()
 

@@ -29,6 +29,7 @@ from schema.cache import ResponseCache, response_cache_extension
 from schema.control import CommandQuery, CommandSubscription
 from schema.crews import CrewMutation, CrewQuery, CrewSubscription
 from schema.errors import ForbiddenError
+from schema.forecast import ForecastQuery
 from schema.limits import cost_limit_rule
 from schema.map import MapQuery
 from schema.mutation import Mutation
@@ -91,7 +92,7 @@ def build_schema(limits: Limits | None = None,
     if not limits.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     query = merge_types("Query", (Query, AlarmQuery, CommandQuery, TwinQuery, MapQuery,
-                                  CrewQuery, PressurePlanQuery, BalanceQuery))
+                                  CrewQuery, PressurePlanQuery, BalanceQuery, ForecastQuery))
     return GasopsSchema(
         query=query, mutation=merge_types("Mutation", (Mutation, CrewMutation,
                                                        PressurePlanMutation)),

@@ -35,6 +35,7 @@ from server.alarms import Alarms
 from server.control import Control
 from server.crew_sim import CrewSimulator
 from server.exports import export_routes
+from server.forecast import DemandForecaster
 from server.integrators import Integrators
 from server.notifications import Notifications
 from server.pressure_plan import PressurePlanRunner
@@ -151,7 +152,7 @@ def _tile_sources(settings: Settings) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _historian(settings: Settings) -> AbstractHistorian:
+def historian_for(settings: Settings) -> AbstractHistorian:
     """The configured history engine (nothing connects until the lifespan starts it)."""
     if settings.historian is HistorianKind.questdb:
         from realtime.historian.questdb import QuestDBHistorian
@@ -175,7 +176,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     engine = create_engine(settings.database_url)
     bus: AbstractBus = RedisBus(settings.redis_url) if settings.redis_url else Broadcast()
     db = session_factory(engine)
-    historian = _historian(settings)
+    historian = historian_for(settings)
     # The demo's simulated field follows a hidden, perturbed hydraulic plant (server/plant.py)
     # when the twin's physics is available in this process.
     plant = None
@@ -217,11 +218,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     plans = (PressurePlanRunner(db, twin, control.pipeline, telemetry.store,
                                 air_temperature_c=settings.twin_air_temperature_c)
              if twin is not None else None)
+    forecasts = (DemandForecaster(twin, historian, air_temperature_c=settings.twin_air_temperature_c)
+                 if twin is not None else None)
     cache = (ResponseCache(settings.response_cache_size, settings.response_cache_version_ttl_s)
              if settings.response_cache_size else None)
     services = Services(
         db=db, bus=bus, tags=telemetry.store, historian=historian, alarms=alarms.engine,
         control=control.pipeline, twin=twin, scenarios=scenarios, pressure_plans=plans,
+        forecasts=forecasts,
         signing_key=settings.signing_key(),
         access_token_ttl_s=settings.access_token_ttl_s, max_page_size=settings.max_page_size,
         response_cache=cache, map_tiles=_tile_sources(settings))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import logging
 import sys
@@ -51,6 +52,11 @@ async def _seed(settings: Settings) -> None:
             write_credentials(settings.var_dir, result.credentials)
             counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
             print(f"demo town seeded in {time.perf_counter() - t0:.1f} s: {counts}")
+            t0 = time.perf_counter()
+            written = await _seed_history(settings)
+            print(f"its past {DEMO_HISTORY_DAYS} days of station flows and air temperature "
+                  f"({written:,} hourly points) written to the historian in "
+                  f"{time.perf_counter() - t0:.1f} s")
         else:
             print("demo town already present; nothing changed")
         if result.credentials:
@@ -59,6 +65,25 @@ async def _seed(settings: Settings) -> None:
                 print(f"  {user:<12} {password}")
 
     await _with_db(settings, run)
+
+
+DEMO_HISTORY_DAYS = 400
+
+
+async def _seed_history(settings: Settings) -> int:
+    """The demo town's past in the historian (`server/demo_history.py`): forecasts fit to it, and
+    the wall compares today with last week."""
+    from erp.demo_town import generate_demo_town
+    from server.app import historian_for
+    from server.demo_history import seed_demo_history
+
+    historian = historian_for(settings)
+    await historian.start()
+    try:
+        return await seed_demo_history(historian, generate_demo_town().records,
+                                       dt.datetime.now(dt.UTC), days=DEMO_HISTORY_DAYS)
+    finally:
+        await historian.close()
 
 
 def _serve(settings: Settings) -> None:

@@ -168,3 +168,33 @@ def demo_history(records: Sequence[AssetRecord], start: dt.date, days: int, *, s
     return DemoHistory(dates=dates, temperature_c=temp, groups=groups,
                        annual_m3=np.array([annual[g] for g in groups]), consumption_m3h=use,
                        stations=stations, station_flow_m3h=flows)
+
+
+async def seed_demo_history(historian: Any, records: Sequence[AssetRecord], now: dt.datetime, *,
+                            days: int = 400, utc_offset_h: float = 3.0, seed: int = 7) -> int:
+    """Write `days` days of hourly history up to `now` into a historian: every station's
+    `station/<id>/flow` (the hour's mean, m³/h) and the day's mean air temperature on
+    `weather/town/air_t`, one point in the middle of each hour. Nothing is written when the city gate
+    already has history there (a second `gasops demo`). Returns the points written."""
+    from realtime.historian.base import Point
+
+    offset = dt.timedelta(hours=utc_offset_h)
+    local_today = (now + offset).date()
+    first = local_today - dt.timedelta(days=days)
+    hist = demo_history(records, first, days + 1, seed=seed)
+    start_utc = dt.datetime.combine(first, dt.time(), dt.UTC) - offset
+    if hist.stations:
+        probe = f"station/{hist.stations[-1]}/flow"
+        if await historian.raw(probe, start_utc, now):
+            return 0
+    stamps = [start_utc + dt.timedelta(hours=k, minutes=30) for k in range(len(hist.dates) * 24)]
+    keep = [k for k, t in enumerate(stamps) if t < now]
+    points: list[Point] = []
+    for sid, flow in zip(hist.stations, hist.station_flow_m3h, strict=True):
+        values = flow.ravel()
+        points += [Point(f"station/{sid}/flow", stamps[k], round(float(values[k]), 2)) for k in keep]
+    temps = np.repeat(hist.temperature_c, 24)
+    points += [Point("weather/town/air_t", stamps[k], round(float(temps[k]), 2)) for k in keep]
+    for i in range(0, len(points), 20_000):
+        await historian.write(points[i:i + 20_000])
+    return len(points)

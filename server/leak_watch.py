@@ -100,7 +100,8 @@ class LeakWatch:
             config=CusumConfig.for_period(period_s, len(self.districts),
                                           warmup_cycles=max(2, round(warmup_s / period_s))))
         self.state = self.detector.init()
-        log.info("leak watch: %d districts, %d gauges, %d metered zones", len(self.districts),
+        log.info("leak watch: %d parts of %d areas, %d gauges, %d metered zones", len(self.districts),
+                 len(set(self.part_area)),
                  len(sensors), n_f)
 
     def step(self, result: Any, measured: Mapping[str, float], balance: ZoneBalance

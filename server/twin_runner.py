@@ -250,6 +250,11 @@ class TwinRunner:
             await self._updated.wait()
         return self.latest
 
+    @property
+    def network_model(self) -> _Model | None:
+        """The compiled registry network and its maps (None until the first load)."""
+        return self._model
+
     def current(self) -> tuple[_Model, Any, Any] | None:
         """(model, parameters, Result) of the last good solve, None before one or without a
         network: the state what-if scenarios start from (`server/twin_scenarios.py`)."""

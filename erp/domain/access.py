@@ -77,6 +77,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     # Gas balance and losses per district and branch (query and CSV/XLSX export): engineers
     # analyse losses, dispatchers send crews to the flagged branches.
     "balance.read": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
+    # Demand forecasts (days ahead, hourly, the design day): planners, dispatchers, engineers.
+    "forecast.read": _STAFF | {Role.integrator},
     # Anyone signed in: who am I.
     "self.read": frozenset(Role),
 }

@@ -111,10 +111,27 @@ _AREA = [
 ]
 
 
+# The town's air temperature (a weather service's feed, or the demo's history): what the
+# demand forecasts fit the metered consumption against.
+_WEATHER = [
+    TagTemplate("air_t", "degC", "daily mean air temperature of the town", range_low=-60.0,
+                range_high=50.0, expected_period_s=None),
+]
+
+
+class _Town:
+    """The asset the weather tag belongs to."""
+
+    id = "town"
+    area_id = None
+
+
 def templates_for(asset_kind: str, subtype: str | None) -> Sequence[TagTemplate]:
     """The tag templates of an asset (kind + its own kind), empty when it has no telemetry."""
     if asset_kind == "area":
         return _AREA
+    if asset_kind == "weather":
+        return _WEATHER
     if asset_kind == "station":
         return _STATION
     if asset_kind == "skz":
@@ -164,8 +181,11 @@ async def ensure_tags(session: AsyncSession) -> int:
     for m in (await session.execute(select(orm.Meter).where(
             orm.Meter.status != live, orm.Meter.kind != "residential"))).scalars():
         rows += _rows("meter", "meter", m, m.kind, {})
-    for area in (await session.execute(select(orm.Area))).scalars():
+    areas = list((await session.execute(select(orm.Area))).scalars())
+    for area in areas:
         rows += _rows("area", "area", area, None, {})
+    if areas:  # the town's weather: one tag, in no area (the forecasts read its history)
+        rows += _rows("weather", "weather", _Town(), None, {})
     new = [r for r in rows if r["path"] not in existing]
     if new:
         await session.execute(insert(orm.TagDefinition), new)

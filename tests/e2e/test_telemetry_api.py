@@ -107,7 +107,8 @@ def test_ready_reports_tags(live: LiveServer) -> None:
     import httpx
 
     body = httpx.get(live.url + "/ready").json()
-    assert body["services"]["tags"] == 14 + 2 * 2  # and the leak watch of areas D1 and D2
+    # and the leak watch of areas D1 and D2, and the town's air temperature
+    assert body["services"]["tags"] == 14 + 2 * 2 + 1
 
 
 

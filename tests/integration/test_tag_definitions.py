@@ -33,7 +33,10 @@ async def test_tags_follow_the_registry_and_are_idempotent(db_engine: AsyncEngin
     async with S.begin() as s:
         assert await tags.ensure_tags(s) == 0
         defs = {t.path: t for t in await tags.load_tags(s)}
-    assert created == len(defs) == 7 + 5 + 5 + 2  # station, SKZ, corrector, area D1's leak watch
+    # station, SKZ, corrector, area D1's leak watch, the town's air temperature
+    assert created == len(defs) == 7 + 5 + 5 + 2 + 1
+    weather = defs["weather/town/air_t"]
+    assert (weather.unit, weather.area_id, weather.asset_kind) == ("degC", None, "weather")
     leak = defs["area/D1/leak"]
     assert (leak.asset_kind, leak.asset_id, leak.area_id, leak.unit) == ("area", "D1", "D1", "m3/h")
     assert leak.expected_period_s is None and leak.source is None  # the twin writes it, no device
