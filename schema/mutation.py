@@ -21,6 +21,7 @@ from schema.alarms import ALARM_MUTATIONS
 from schema.context import Context
 from schema.control import COMMAND_MUTATIONS
 from schema.errors import AuthError, Forbidden, NotFound, ValidationError, from_erp_error
+from schema.leaks import LEAK_MUTATIONS
 from schema.permissions import actor_of, refusal
 from schema.twin import TWIN_MUTATIONS
 from schema.types import assets as t
@@ -292,4 +293,5 @@ Mutation = create_type("Mutation", [
     *ALARM_MUTATIONS,
     *COMMAND_MUTATIONS,
     *TWIN_MUTATIONS,
+    *LEAK_MUTATIONS,
 ])

@@ -30,6 +30,7 @@ from schema.control import CommandQuery, CommandSubscription
 from schema.crews import CrewMutation, CrewQuery, CrewSubscription
 from schema.errors import ForbiddenError
 from schema.forecast import ForecastQuery
+from schema.leaks import LeakQuery
 from schema.limits import cost_limit_rule
 from schema.map import MapQuery
 from schema.mutation import Mutation
@@ -92,7 +93,8 @@ def build_schema(limits: Limits | None = None,
     if not limits.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     query = merge_types("Query", (Query, AlarmQuery, CommandQuery, TwinQuery, MapQuery,
-                                  CrewQuery, PressurePlanQuery, BalanceQuery, ForecastQuery))
+                                  CrewQuery, PressurePlanQuery, BalanceQuery, ForecastQuery,
+                                  LeakQuery))
     return GasopsSchema(
         query=query, mutation=merge_types("Mutation", (Mutation, CrewMutation,
                                                        PressurePlanMutation)),

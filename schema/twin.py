@@ -141,7 +141,11 @@ class ScenarioService(Protocol):
 
     async def get(self, scenario_id: str) -> StoredScenario | None: ...
 
-    async def recent(self, first: int = 20, status: str | None = None) -> list[StoredScenario]: ...
+    async def recent(self, first: int = 20, status: str | None = None,
+                     kind: str = "what_if") -> list[StoredScenario]: ...
+
+    async def locate_leak(self, area: str | None, window_s: float, *,
+                          actor: audit.Actor) -> StoredScenario: ...
 
     async def isolation(self, pipe_id: str) -> Any: ...
 
@@ -449,7 +453,7 @@ class TwinQuery:
     async def scenario(self, info: Info[Context, Any], id: str) -> Scenario | None:
         runner = info.context.services.scenarios
         rec = await runner.get(id) if runner is not None else None
-        return _scenario(rec) if rec is not None else None
+        return _scenario(rec) if rec is not None and rec.kind == "what_if" else None
 
     @strawberry.field(permission_classes=[Can("twin.read")],
                       description="The newest what-if scenarios first, optionally of one status.")

@@ -23,7 +23,7 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 
 from erp.adapters.db import create_engine, current_revision, head_revision, session_factory
-from erp.services import accounts
+from erp.services import accounts, audit
 from realtime.broadcast import Broadcast
 from realtime.bus import AbstractBus
 from realtime.historian.base import AbstractHistorian
@@ -152,6 +152,11 @@ def _tile_sources(settings: Settings) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+AUTO_LOCALIZATION_WINDOW_S = 1800.0
+"""The window a leak localization queued by the leak watch's own alarm looks back over."""
+_TWIN_ACTOR = audit.Actor("twin", "system")
+
+
 def historian_for(settings: Settings) -> AbstractHistorian:
     """The configured history engine (nothing connects until the lifespan starts it)."""
     if settings.historian is HistorianKind.questdb:
@@ -215,6 +220,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if twin is not None:
         control.attach_twin(twin)
     scenarios = ScenarioRunner(db, twin) if twin is not None else None
+    if twin is not None and scenarios is not None:
+        async def locate(area: str) -> object:  # the leak watch raised "leak suspected" there
+            return await scenarios.locate_leak(area, AUTO_LOCALIZATION_WINDOW_S, actor=_TWIN_ACTOR)
+
+        twin.on_leak_suspected = locate
     plans = (PressurePlanRunner(db, twin, control.pipeline, telemetry.store,
                                 air_temperature_c=settings.twin_air_temperature_c)
              if twin is not None else None)

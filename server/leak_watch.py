@@ -23,11 +23,25 @@ over both would misjudge either (its size by a factor of two and more). An area 
 strongest part; its estimated leak is the sum of its parts in alarm.
 They are rebuilt when the runner reloads the network. Everything here runs in the runner's
 worker thread (NumPy and JAX).
+
+**Localization** (`localize`): the last `WINDOW_S` of cycles are kept — each row's deviation
+from its learned baseline and its noise. Over a window, their means go into
+`twin_jax.leaks.screen` with one signature per candidate node (what a leak of 1 kg/s at that
+node leaves in the rows, with the runner's zone scaling), the nuisance fitted away: every node
+is scored at once (a matrix product), the best come first, and the nodes whose score is within
+`REGION_DCHI2` of the best make the area the leak is in — with few gauges that is a whole
+district (the balance says "in this zone", no gauge tells where), with more it narrows.
+A window that starts before the leak would dilute its mean with leak-free cycles (a leak that
+began ten minutes into an hour's window would be fitted at a sixth of its size, and might not
+stand out from the noise at all): while an area is in alarm, its window starts at the CUSUM's
+change point — the cycle its statistic last left zero — if that is later.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +51,13 @@ import numpy as np
 from realtime.twin_state import DistrictLeakState
 
 __all__ = ["LeakWatch", "ZoneBalance"]
+
+WINDOW_S = 2 * 3600.0
+"""Cycles kept for localization."""
+REGION_DCHI2 = 4.0
+"""Candidates within this χ² of the best are the leak's area (two standard errors)."""
+DETECTION_DCHI2 = 25.0
+"""The best candidate's χ² gain that says a leak is there at all (as `bench/leaks.py`)."""
 
 log = logging.getLogger("gasops.twin.leaks")
 
@@ -100,6 +121,19 @@ class LeakWatch:
             config=CusumConfig.for_period(period_s, len(self.districts),
                                           warmup_cycles=max(2, round(warmup_s / period_s))))
         self.state = self.detector.init()
+        # one "district" per candidate node: its own signature, for localization
+        _, self.node_signatures = district_signatures(
+            locator.sensitivity, locator.candidates,
+            [f"{i:09d}" for i in range(net.n_nodes)], net.zone_of_node, net.consumer_node,
+            np.asarray(params.consumer_demand_kg_s), self.metered_zones.tolist())
+        self.node_candidates = np.sort(locator.candidates)  # the order of the signatures' columns
+        self.node_area = list(node_area)
+        self.density_std_kg_m3 = density_std_kg_m3
+        self.period_s = period_s
+        self.recent: collections.deque[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = (
+            collections.deque(maxlen=max(1, round(WINDOW_S / period_s))))
+        self.onset: dict[str, float] = {}
+        """Per area in alarm: when its leak began by the CUSUM (epoch seconds)."""
         log.info("leak watch: %d parts of %d areas, %d gauges, %d metered zones", len(self.districts),
                  len(set(self.part_area)),
                  len(sensors), n_f)
@@ -126,13 +160,23 @@ class LeakWatch:
         nuisance = np.concatenate([np.zeros(len(nodes)), np.nan_to_num(balance.inflow_kg_s[z])])
         self.state, found = self.detector.step(self.state, residual, x=x, sigma=sigma,
                                                nuisance=nuisance[:, None])
+        if found.deviation is not None and found.sigma is not None:
+            self.recent.append((time.time(), found.deviation, found.sigma, nuisance))
         warming = self.state.cycles <= self.detector.config.warmup_cycles  # also without data
         by_area: dict[str, list[Any]] = {}
         for area, part in zip(self.part_area, found.districts, strict=True):
             by_area.setdefault(area, []).append(part)
         out = []
+        now = time.time()
+        runs = dict(zip(self.districts, self.state.run.tolist(), strict=True))
         for area, parts in by_area.items():
             top = max(parts, key=lambda d: (d.level, d.z))
+            alarmed = [d for d in parts if d.alarm]
+            if not alarmed:
+                self.onset.pop(area, None)
+            elif area not in self.onset:  # raised now: the change began `run` cycles ago
+                run = max(runs[d.district] for d in alarmed)
+                self.onset[area] = now - run * self.period_s
             out.append(DistrictLeakState(
                 area_id=area, level=top.level, z=top.z, alarm=any(d.alarm for d in parts),
                 leak_m3h_std=sum(d.leak_m3h_std for d in parts if d.alarm),
@@ -143,3 +187,50 @@ class LeakWatch:
     def leak_tag_value(d: DistrictLeakState) -> float:
         """What `area/<id>/leak` shows: the estimated rate in alarm (≥ 0.1 m³/h), else 0."""
         return round(max(d.leak_m3h_std, MIN_ALARM_M3H), 2) if d.alarm else 0.0
+
+    def localize(self, area: str | None, window_s: float, *, top: int = 10) -> dict[str, Any]:
+        """Rank every candidate node by the last `window_s` of residuals (module docstring).
+
+        Returns plain data: `cycles` used, `detected` (the best candidate's χ² gain over
+        `DETECTION_DCHI2`), `candidates` (the best `top`: node, area, fitted leak kg/s and
+        m³/h, χ² gain), and `region_node_ids` (the nodes as likely as the best, within
+        `REGION_DCHI2`). `area` limits the candidates to that area's nodes.
+        """
+        from twin_jax.leaks import screen
+
+        now = time.time()
+        since = now - window_s
+        onsets = [t for a, t in self.onset.items() if area is None or a == area]
+        if onsets:  # a leak in alarm: leak-free cycles before its onset would dilute it
+            since = max(since, min(onsets) - self.period_s)
+        rows = [(d, sg, n) for t, d, sg, n in self.recent if t >= since]
+        if not rows:
+            raise ValueError("no cycles of the leak watch in the window yet")
+        dev = np.stack([d for d, _, _ in rows])
+        ok = np.isfinite(dev)
+        count = ok.sum(axis=0)
+        mean = np.where(count > 0, np.where(ok, dev, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan)
+        var = np.stack([sg * sg for _, sg, _ in rows]).mean(axis=0)
+        sigma = np.sqrt(var / np.maximum(count, 1))  # the noise of a mean of `count` cycles
+        nuisance = np.stack([n for _, _, n in rows]).mean(axis=0)[:, None]
+        q, gain = screen(self.node_signatures, mean, sigma, nuisance=nuisance)
+        nodes = self.node_candidates
+        keep = np.ones(len(nodes), dtype=bool) if area is None else np.array(
+            [self.node_area[int(n)] == area for n in nodes])
+        if not keep.any():
+            raise ValueError(f"no candidate nodes in area {area!r}")
+        idx = np.flatnonzero(keep)
+        order = idx[np.argsort(-gain[idx], kind="stable")]
+        best = float(gain[order[0]])
+        region = order[gain[order] >= best - REGION_DCHI2]
+        ids = self.net.node_ids
+        to_m3h = 3600.0 / self.density_std_kg_m3
+        return {
+            "cycles": len(rows), "window_s": window_s, "since": since,
+            "detected": best > DETECTION_DCHI2,
+            "best_gain": best,
+            "candidates": [{"node_id": ids[int(nodes[k])], "area_id": self.node_area[int(nodes[k])],
+                            "leak_kg_s": float(q[k]), "leak_m3h": float(q[k] * to_m3h),
+                            "score": float(gain[k])} for k in order[:top]],
+            "region_node_ids": [ids[int(nodes[k])] for k in region],
+        }

@@ -37,7 +37,7 @@ import datetime as dt
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -91,6 +91,9 @@ class _Model:
         for r in records:
             by_kind[r.kind][r.id] = r.values
         self.node_area = [by_kind["node"].get(i, {}).get("area_id") for i in net.node_ids]
+        nodes = by_kind["node"]
+        self.node_lat = np.array([float(nodes.get(i, {}).get("lat") or np.nan) for i in net.node_ids])
+        self.node_lon = np.array([float(nodes.get(i, {}).get("lon") or np.nan) for i in net.node_ids])
         self.pipe_area = [by_kind["pipe"].get(i, {}).get("area_id") for i in net.pipe_ids]
         sp = by_kind["service_point"]
         self.consumer_category = [str(sp.get(c, {}).get("category") or "household") for c in net.consumer_ids]
@@ -190,6 +193,10 @@ class TwinRunner:
                  local_utc_offset_h: float = 3.0, leak_warmup_s: float = 600.0) -> None:
         self._db = db
         self._leak_warmup_s = leak_warmup_s
+        self._leak_alarms: set[str] = set()
+        self.on_leak_suspected: Callable[[str], Awaitable[object]] | None = None
+        """Called (awaited) with the area when the leak watch raises "leak suspected" there: the
+        server queues a leak localization (`ScenarioRunner.locate_leak`)."""
         self._bus = bus
         self._store = store
         self._publish = publish
@@ -436,12 +443,25 @@ class TwinRunner:
                 log.exception("leak watch failed this cycle")
             else:
                 snapshot = dataclasses.replace(snapshot, leaks=leaks)
+                await self._leaks_raised(leaks)
         self._publish_tags(model, snapshot, now)
         self.latest = snapshot
         self.cycles += 1
         self._updated.set()
         self._bus.publish(TWIN_TOPIC, {"type": "twin", "at": now.isoformat(), "status": snapshot.status})
         return snapshot
+
+    async def _leaks_raised(self, leaks: list[DistrictLeakState]) -> None:
+        """Tell `on_leak_suspected` of every area whose leak alarm came on this cycle."""
+        now_on = {d.area_id for d in leaks if d.alarm}
+        raised, self._leak_alarms = now_on - self._leak_alarms, now_on
+        for area in sorted(raised):
+            log.warning("leak suspected in area %s", area)
+            if self.on_leak_suspected is not None:
+                try:
+                    await self.on_leak_suspected(area)
+                except Exception:  # the twin's cycle goes on; the alarm stands regardless
+                    log.exception("could not queue a leak localization for area %s", area)
 
     def _snapshot(self, model: _Model, params: Any, result: Any, elapsed: float, now: dt.datetime,
                   air_c: float, gas_c: float) -> NetworkSnapshot:

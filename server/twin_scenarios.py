@@ -17,6 +17,11 @@ today's (zone-scaled) estimates; `demand_factor` then multiplies every demand. N
 give their demand in m³/h at registry standard conditions (20 °C, 101.325 kPa), made mass with
 the twin gas's density there.
 
+`locate_leak(area, window_s)` queues a leak localization the same way (kind
+`leak_localization`): run, it ranks every node by the live leak watch's last window of residuals
+(`server/leak_watch.py`) and keeps the ranked candidates and the region as its result. The twin
+runner asks for one by itself when the leak watch raises "leak suspected" in an area.
+
 `isolation(pipe_id)` answers burst isolation (`twin_jax.isolation.IsolationIndex`, built once
 per compiled network and kept) against the live valve positions: valves the last solve had
 shut count as closed.
@@ -47,6 +52,8 @@ log = logging.getLogger("gasops.twin.scenarios")
 
 DESIGN_HOUR = 18
 """Local hour of a design-temperature scenario: the evening peak of household use."""
+LOCALIZATION_WINDOW_MAX_S = 2 * 3600.0
+"""A leak localization looks back at most this far (what the leak watch keeps)."""
 MAX_PENDING = 20
 """Scenarios queued or running in one process at most; more are refused until some finish."""
 MAX_ITEMS = 1_000
@@ -289,6 +296,30 @@ def _solve(model: Any, params: Any, baseline: Any, spec: Mapping[str, Any],
 # --- the runner ------------------------------------------------------------------------------
 
 
+def _place(model: Any, result: dict[str, Any]) -> None:
+    """Put coordinates on a localization's candidates and its region's outline (WGS84)."""
+    index = model.net.node_index
+    for c in result["candidates"]:
+        k = index[c["node_id"]]
+        c["lat"], c["lon"] = _coord(model.node_lat[k]), _coord(model.node_lon[k])
+    pts = np.array([(model.node_lon[index[n]], model.node_lat[index[n]])
+                    for n in result["region_node_ids"]], dtype=np.float64).reshape(-1, 2)
+    pts = np.unique(pts[np.all(np.isfinite(pts), axis=1)], axis=0)
+    outline = pts
+    if len(pts) >= 3:
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            outline = pts[ConvexHull(pts).vertices]
+        except QhullError:  # all on one line
+            outline = pts[[0, -1]]
+    result["region_outline"] = [[float(lat), float(lon)] for lon, lat in outline]
+
+
+def _coord(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
 class ScenarioRunner:
     """Queues what-if scenarios and runs them one at a time on the live twin (module docstring)."""
 
@@ -296,7 +327,7 @@ class ScenarioRunner:
         self._db = db
         self._twin = twin
         self._max_pending = max_pending
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
         self._pending: dict[str, None] = {}  # queued or running in this process, in order
         self._task: asyncio.Task[None] | None = None
         self._index: tuple[Any, Any] | None = None  # (model, IsolationIndex of its network)
@@ -354,7 +385,39 @@ class ScenarioRunner:
                 "twin.scenario.run", [f"scenario:{rec.id}"],
                 {"name": name, "spec": rec.spec, "status": {"before": None, "after": "queued"}}))
         self._pending[rec.id] = None
-        self._queue.put_nowait((rec.id, normalized))
+        self._queue.put_nowait((rec.id, rec.kind, normalized))
+        return rec
+
+    async def locate_leak(self, area: str | None, window_s: float, *, actor: audit.Actor
+                          ) -> StoredScenario:
+        """Check, record (queued, audited) and enqueue a leak localization over the last
+        `window_s` of the leak watch, optionally within one area; `ScenarioRejected` (audited,
+        nothing recorded) when it cannot run as asked."""
+        spec = {"area": area, "window_s": window_s}
+        name = f"leak localization {area or 'network'}"
+        try:
+            if not 60.0 <= window_s <= LOCALIZATION_WINDOW_MAX_S:
+                raise ScenarioRejected(f"the window must be between 1 and "
+                                       f"{LOCALIZATION_WINDOW_MAX_S / 60:.0f} minutes")
+            model = self._twin.network_model
+            if model is not None and area is not None and area not in set(model.node_area):
+                raise ScenarioRejected(f"no nodes in area {area!r}")
+            if len(self._pending) >= self._max_pending:
+                raise ScenarioRejected(f"{len(self._pending)} twin jobs are queued or running "
+                                       f"already (at most {self._max_pending}); try again later")
+        except ScenarioRejected as exc:
+            async with self._db.begin() as s:
+                await audit.record(s, actor, audit.AuditEntry(
+                    "twin.leak.locate", [], {"spec": spec, "reason": str(exc)}, outcome="refused"))
+            raise
+        async with self._db.begin() as s:
+            rec = await store.create(s, spec, name=name, created_by=actor.username,
+                                     kind="leak_localization")
+            await audit.record(s, actor, audit.AuditEntry(
+                "twin.leak.locate", [f"scenario:{rec.id}"],
+                {"spec": rec.spec, "status": {"before": None, "after": "queued"}}))
+        self._pending[rec.id] = None
+        self._queue.put_nowait((rec.id, rec.kind, rec.spec))
         return rec
 
     async def get(self, scenario_id: str) -> StoredScenario | None:
@@ -362,10 +425,11 @@ class ScenarioRunner:
         async with self._db() as s:
             return await store.get(s, scenario_id)
 
-    async def recent(self, first: int = 20, status: str | None = None) -> list[StoredScenario]:
-        """The newest scenarios (without their full outcome: `get` one for it)."""
+    async def recent(self, first: int = 20, status: str | None = None,
+                     kind: str = "what_if") -> list[StoredScenario]:
+        """The newest jobs of a kind (without their full outcome: `get` one for it)."""
         async with self._db() as s:
-            return await store.list_scenarios(s, first, status=status)
+            return await store.list_scenarios(s, first, status=status, kind=kind)
 
     async def isolation(self, pipe_id: str) -> Any:
         """The `IsolationPlan` of a burst on `pipe_id` against the live valve positions; None
@@ -396,9 +460,12 @@ class ScenarioRunner:
 
     async def _run(self) -> None:
         while True:
-            sid, spec = await self._queue.get()
+            sid, kind, spec = await self._queue.get()
             try:
-                await self._execute(sid, spec)
+                if kind == "leak_localization":
+                    await self._localize(sid, spec)
+                else:
+                    await self._execute(sid, spec)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the worker must survive a bad scenario or a lost database
@@ -435,6 +502,31 @@ class ScenarioRunner:
                 await store.finish(s, sid, summary, result)
             else:
                 await store.fail(s, sid, error, summary=summary, result=result)
+
+    async def _localize(self, sid: str, spec: dict[str, Any]) -> None:
+        async with self._db.begin() as s:
+            await store.set_running(s, sid)
+        model = self._twin.network_model
+        watch = model.leak_watch if model is not None else None
+        if watch is None:
+            await self._fail(sid, "the live twin's leak watch has not started yet (it needs a "
+                                  "solved network); nothing to localize from")
+            return
+        t0 = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(watch.localize, spec.get("area"), float(spec["window_s"]))
+        except ValueError as exc:
+            await self._fail(sid, str(exc))
+            return
+        _place(model, result)
+        best = result["candidates"][0] if result["candidates"] else None
+        summary = {"detected": result["detected"], "cycles": result["cycles"],
+                   "best_node_id": best["node_id"] if best else None,
+                   "best_leak_m3h": best["leak_m3h"] if best else None,
+                   "region_nodes": len(result["region_node_ids"]),
+                   "seconds": round(time.perf_counter() - t0, 3)}
+        async with self._db.begin() as s:
+            await store.finish(s, sid, summary, result)
 
     async def _fail(self, sid: str, error: str) -> None:
         async with self._db.begin() as s:

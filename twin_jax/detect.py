@@ -212,6 +212,11 @@ class Detection:
 
     status: DetectorStatus
     districts: tuple[DistrictLeak, ...] = field(default_factory=tuple)
+    deviation: np.ndarray | None = None
+    """[R] this cycle's residual less the learned baseline (NaN where missing): what leak
+    localization averages over a window (`twin_jax.leaks.screen`)."""
+    sigma: np.ndarray | None = None
+    """[R] each row's noise this cycle (the learned one, never below the caller's floor)."""
 
     @property
     def alarms(self) -> list[DistrictLeak]:
@@ -357,7 +362,8 @@ class LeakDetector:
 
         new = CusumState(cycles, s, run, leak_sum, alarm, moments, noise_var, seen, z_var, z_seen)
         status = DetectorStatus.warming_up if warming else DetectorStatus.watching
-        return new, Detection(status, self._report(new, z, observable, raised, cleared))
+        return new, Detection(status, self._report(new, z, observable, raised, cleared),
+                              deviation=np.where(valid & (state.seen > 0), dev_raw, np.nan), sigma=sig)
 
     def _report(self, state: CusumState, z: np.ndarray, observable: np.ndarray, raised: np.ndarray,
                 cleared: np.ndarray) -> tuple[DistrictLeak, ...]:

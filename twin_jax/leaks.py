@@ -30,7 +30,35 @@ import numpy as np
 from twin_jax.network import CompiledNetwork, Parameters
 from twin_jax.solve import Result, solve_steady
 
-__all__ = ["LeakCandidate", "LeakLocator"]
+__all__ = ["LeakCandidate", "LeakLocator", "screen"]
+
+
+def screen(signatures: np.ndarray, residual: np.ndarray, sigma: np.ndarray,
+           nuisance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every candidate at once by the linear model r ≈ g_j·q: (sizes q ≥ 0 [C], χ² gains [C]).
+
+    Arguments: `signatures` [R, C] what a leak of 1 kg/s at each candidate leaves in the
+    residual rows (Pa or kg/s per kg/s); `residual` [R] measured − modelled (NaN: not used);
+    `sigma` [R] each row's noise; `nuisance` [R, K] columns fitted away with every candidate
+    (a town-wide demand factor). The gain χ²(0) − χ²(q) scores a candidate: under no leak, the
+    best of many is the maximum of near-χ²₁ variables.
+    """
+    g = np.asarray(signatures, dtype=np.float64)
+    r = np.asarray(residual, dtype=np.float64)
+    ok = np.isfinite(r)
+    w = np.where(ok, 1.0 / np.asarray(sigma, dtype=np.float64) ** 2, 0.0)
+    r = np.where(ok, r, 0.0)
+    if nuisance is not None and np.size(nuisance):
+        n = np.nan_to_num(np.asarray(nuisance, dtype=np.float64).reshape(len(r), -1))
+        wn = w[:, None] * n
+        a = np.linalg.pinv(n.T @ wn)
+        g = g - n @ (a @ (wn.T @ g))
+        r = r - n @ (a @ (wn.T @ r))
+    norm2 = np.einsum("rc,r,rc->c", g, w, g)
+    dot = g.T @ (w * r)
+    q = np.where(norm2 > 0, dot / np.where(norm2 > 0, norm2, 1.0), 0.0)
+    q = np.maximum(q, 0.0)  # a leak only takes gas
+    return q, 2.0 * q * dot - q * q * norm2
 
 
 @dataclass(frozen=True)
@@ -70,14 +98,7 @@ class LeakLocator:
 
     def screen(self, residual_pa: np.ndarray, top: int = 20) -> list[LeakCandidate]:
         """Candidates ranked by the linear model: residual [n_sensors] (measured − modelled, Pa)."""
-        w = 1.0 / self.sigma
-        a = self.sensitivity * w[:, None]  # weighted columns
-        b = np.asarray(residual_pa, dtype=np.float64) * w
-        norm2 = np.einsum("ij,ij->j", a, a)
-        dot = a.T @ b
-        q = np.where(norm2 > 0, dot / np.where(norm2 > 0, norm2, 1.0), 0.0)
-        q = np.maximum(q, 0.0)  # a leak only takes gas
-        gain = 2.0 * q * dot - q * q * norm2  # χ²(0) − χ²(q)
+        q, gain = screen(self.sensitivity, residual_pa, self.sigma)
         order = np.argsort(-gain)[:top]
         ids = self.net.node_ids
         return [LeakCandidate(ids[int(self.candidates[k])], float(q[k]), float(gain[k])) for k in order]

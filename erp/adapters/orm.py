@@ -632,6 +632,9 @@ class TwinScenarioRow(Base):
 
     __tablename__ = "twin_scenarios"
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), default="what_if", server_default="what_if",
+                                      index=True)
+    """what_if (TWIN-2) or leak_localization (ANA-1): the same queue, store and audit."""
     name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     created_by: Mapped[str | None] = mapped_column(String(64))

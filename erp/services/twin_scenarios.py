@@ -1,4 +1,5 @@
-"""What-if scenarios of the hydraulic twin (TWIN-2), kept in the database.
+"""What-if scenarios of the hydraulic twin (TWIN-2) and leak localizations (ANA-1), kept in the
+database: twin jobs of one `kind` or the other, with one life cycle.
 
 A scenario is recorded `queued` when someone asks for it, `running` while a server process
 solves it, then `done` (with its summary and the whole outcome) or `failed` (with the reason).
@@ -24,6 +25,7 @@ from erp.adapters import orm
 
 __all__ = [
     "FINISHED",
+    "KINDS",
     "STATUSES",
     "ScenarioRejected",
     "StoredScenario",
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 STATUSES: Final = ("queued", "running", "done", "failed")
+KINDS: Final = ("what_if", "leak_localization")
 FINISHED: Final = frozenset({"done", "failed"})
 MAX_PAGE: Final = 200
 
@@ -49,6 +52,7 @@ class StoredScenario:
     """A scenario as recorded."""
 
     id: str
+    kind: str
     name: str
     created_at: dt.datetime
     created_by: str | None
@@ -62,7 +66,7 @@ class StoredScenario:
 
 
 def _stored(row: orm.TwinScenarioRow) -> StoredScenario:
-    return StoredScenario(id=row.id, name=row.name, created_at=row.created_at,
+    return StoredScenario(id=row.id, kind=row.kind, name=row.name, created_at=row.created_at,
                           created_by=row.created_by, status=row.status, spec=row.spec,
                           summary=row.summary, result=row.result, error=row.error,
                           started_at=row.started_at, finished_at=row.finished_at)
@@ -92,9 +96,12 @@ async def _row(session: AsyncSession, scenario_id: str) -> orm.TwinScenarioRow:
 
 async def create(session: AsyncSession, spec: Mapping[str, Any], *, name: str = "",
                  created_by: str | None = None, scenario_id: str | None = None,
-                 now: dt.datetime | None = None) -> StoredScenario:
-    """Record a new scenario as `queued`; its id is a fresh UUID unless one is given."""
-    row = orm.TwinScenarioRow(id=scenario_id or str(uuid.uuid4()), name=name[:200],
+                 now: dt.datetime | None = None, kind: str = "what_if") -> StoredScenario:
+    """Record a new scenario (or another twin job `kind`) as `queued`; its id is a fresh UUID
+    unless one is given."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown twin job kind {kind!r}")
+    row = orm.TwinScenarioRow(id=scenario_id or str(uuid.uuid4()), kind=kind, name=name[:200],
                               created_at=_now(now), created_by=created_by, status="queued",
                               spec=_json(dict(spec)))
     session.add(row)
@@ -145,15 +152,17 @@ async def get(session: AsyncSession, scenario_id: str) -> StoredScenario | None:
     return _stored(row) if row is not None else None
 
 
-async def list_scenarios(session: AsyncSession, first: int = 20, *,
-                         status: str | None = None) -> list[StoredScenario]:
-    """The newest scenarios first (at most `first`, capped at `MAX_PAGE`), optionally of one status.
+async def list_scenarios(session: AsyncSession, first: int = 20, *, status: str | None = None,
+                         kind: str = "what_if") -> list[StoredScenario]:
+    """The newest jobs of `kind` first (at most `first`, capped at `MAX_PAGE`), optionally of one
+    status.
 
     Lists load everything but the (large) result of each scenario: `result` is None in them
     (read one scenario with `get` for it)."""
     q = (select(orm.TwinScenarioRow).options(defer(orm.TwinScenarioRow.result))
          .order_by(orm.TwinScenarioRow.created_at.desc(), orm.TwinScenarioRow.id)
          .limit(max(1, min(first, MAX_PAGE))))
+    q = q.where(orm.TwinScenarioRow.kind == kind)
     if status is not None:
         q = q.where(orm.TwinScenarioRow.status == status)
     rows = (await session.execute(q)).scalars().all()
@@ -161,7 +170,7 @@ async def list_scenarios(session: AsyncSession, first: int = 20, *,
 
 
 def _stored_light(row: orm.TwinScenarioRow) -> StoredScenario:
-    return StoredScenario(id=row.id, name=row.name, created_at=row.created_at,
+    return StoredScenario(id=row.id, kind=row.kind, name=row.name, created_at=row.created_at,
                           created_by=row.created_by, status=row.status, spec=row.spec,
                           summary=row.summary, result=None, error=row.error,
                           started_at=row.started_at, finished_at=row.finished_at)

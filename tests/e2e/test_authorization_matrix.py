@@ -35,6 +35,8 @@ MATRIX: dict[str, frozenset[Role]] = {
     # What-if scenarios on the hydraulic twin (twin.scenarios); without a twin in the process
     # the allowed roles get a ScenarioRefusal, the others Forbidden.
     "runScenario": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
+    # Leak localization is a twin job like a scenario (twin.scenarios).
+    "locateLeak": frozenset({Role.admin, Role.dispatcher, Role.engineer}),
     # Pressure plans (DSS-1): proposing is a twin job (twin.scenarios); accepting an hour selects
     # commands (control.operate). Without a twin the allowed roles get a PressurePlanRefusal.
     "proposePressurePlan": frozenset({Role.admin, Role.dispatcher, Role.engineer}),

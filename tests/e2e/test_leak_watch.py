@@ -25,6 +25,12 @@ from tests.e2e.test_twin_live import AREA, _node, _pipe, _sp, _station, town
 
 WATCH = """query { networkState { leakWatch { areaId level z alarm leakM3hStd observable warmingUp } } }"""
 ALARMS = "{ activeAlarms { id tag status value message priority } }"
+LOCATION = """id createdBy status error areaId windowMinutes detected cycles
+    candidates { nodeId areaId leakM3h score lat lon } regionNodeIds regionOutline"""
+LOCATIONS = f"{{ leakLocalizations(first: 10) {{ {LOCATION} }} }}"
+LOCATE = f"""mutation($area: String, $w: Float!) {{ locateLeak(area: $area, windowMinutes: $w) {{
+    __typename ... on LeakLocalizationQueued {{ localization {{ {LOCATION} }} }}
+    ... on ScenarioRefusal {{ message }} ... on Forbidden {{ message }} }} }}"""
 GRP_FLOW_M3H = 120.0  # the street's consumption as GRP-1's meter reads it
 GRP2_FLOW_M3H = 80.0
 GRS_FLOW_M3H = 900.0
@@ -129,6 +135,7 @@ def test_a_leak_in_the_street_is_suspected_through_the_alarm_engine(live: LiveSe
         watch = _watch(live)
         assert watch["alarm"] and watch["level"] >= 1.0
         assert not _watch(live, "T2")["alarm"]  # not the other street
+        _check_localizations(live)
         assert watch["leakM3hStd"] == pytest.approx(6.0, rel=0.5)  # the fit, m³/h
         tag = live.gql(f'{{ tag(path: "area/{AREA}/leak") {{ unit current {{ value }} }} }}',
                        role="dispatcher")["data"]["tag"]
@@ -142,3 +149,45 @@ def test_a_leak_in_the_street_is_suspected_through_the_alarm_engine(live: LiveSe
         gone = _until(lambda: (a := _leak_alarm(live)) is None or a["status"] == "rtn_unack" and a,
                       10, "the alarm returning to normal")
         assert gone is True or gone["status"] == "rtn_unack"
+
+
+def _finished(live: LiveServer, loc_id: str) -> dict | None:
+    body = live.gql(f'{{ leakLocalization(id: "{loc_id}") {{ {LOCATION} }} }}', role="dispatcher")
+    loc = body["data"]["leakLocalization"]
+    return loc if loc["status"] in ("done", "failed") else None
+
+
+def _check_localizations(live: LiveServer) -> None:
+    """While the leak is on: the twin has queued a localization of the street by itself, and
+    one asked for over GraphQL ranks the street's nodes, with the leak's size."""
+    own = _until(lambda: next((x for x in live.gql(LOCATIONS, role="dispatcher")["data"][
+        "leakLocalizations"] if x["createdBy"] == "twin"), None), 30, "the twin's own localization")
+    assert own["areaId"] == AREA
+    own = _until(lambda: _finished(live, own["id"]), 30, "the twin's localization finishing")
+    assert own["status"] == "done", own
+    assert own["candidates"] and {c["areaId"] for c in own["candidates"]} == {AREA}
+
+    asked = live.gql(LOCATE, {"area": AREA, "w": 2.0}, role="dispatcher")["data"]["locateLeak"]
+    assert asked["__typename"] == "LeakLocalizationQueued", asked
+    assert asked["localization"]["status"] == "queued" and asked["localization"]["windowMinutes"] == 2.0
+    done = _until(lambda: _finished(live, asked["localization"]["id"]), 30, "the localization")
+    assert done["status"] == "done" and done["detected"] is True, done
+    assert done["cycles"] >= 2
+    best = done["candidates"][0]
+    assert best["areaId"] == AREA and best["nodeId"] in {"L1", "L2", "L3"}, done["candidates"]
+    assert best["leakM3h"] == pytest.approx(6.0, rel=0.6)
+    assert best["nodeId"] in done["regionNodeIds"]
+    scores = [c["score"] for c in done["candidates"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(len(p) == 2 for p in done["regionOutline"])
+
+
+def test_localizations_are_refused_clearly(live: LiveServer) -> None:
+    short = live.gql(LOCATE, {"area": AREA, "w": 0.5}, role="dispatcher")["data"]["locateLeak"]
+    assert short["__typename"] == "ScenarioRefusal" and "window" in short["message"]
+    nowhere = live.gql(LOCATE, {"area": "NOPE", "w": 10.0}, role="admin")["data"]["locateLeak"]
+    assert nowhere["__typename"] == "ScenarioRefusal" and "NOPE" in nowhere["message"]
+    operator = live.gql(LOCATE, {"area": AREA, "w": 10.0}, role="operator")["data"]["locateLeak"]
+    assert operator["__typename"] == "Forbidden"
+    listed = live.gql(LOCATIONS, role="dispatcher")["data"]["leakLocalizations"]
+    assert all(x["areaId"] != "NOPE" for x in listed)  # a refusal records nothing
