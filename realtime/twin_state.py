@@ -10,8 +10,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["TWIN_TOPIC", "ConsumerShortfall", "DistrictLeakState", "NetworkSnapshot", "NodeState",
-           "PipeState", "Residual", "TwinReader"]
+__all__ = ["TWIN_TOPIC", "ConsumerShortfall", "DistrictLeakState", "EstimatedFactor", "EstimationState",
+           "NetworkSnapshot", "NodeState", "PipeState", "Residual", "SuspectSensor", "TwinReader"]
 
 TWIN_TOPIC = "twin"
 
@@ -83,6 +83,46 @@ class DistrictLeakState:
 
 
 @dataclass(frozen=True)
+class EstimatedFactor:
+    """One group factor of the live state estimation (`server/estimation_watch.py`)."""
+
+    name: str
+    """`demand:<area>` or `roughness:<area>`."""
+    factor: float
+    """Multiplier on the model's demand or roughness of that group."""
+    std_log: float
+    """Posterior σ of log(factor): its relative uncertainty."""
+    observable: bool
+    """The sensors fix it to ±10 % at 3σ."""
+
+
+@dataclass(frozen=True)
+class SuspectSensor:
+    """A sensor the bad-data test left out of the estimation."""
+
+    path: str
+    normalized_residual: float
+    residual: float
+    """Measured − modelled (Pa, or kg/s for a flow meter)."""
+
+
+@dataclass(frozen=True)
+class EstimationState:
+    """The last live state estimation over a window of the twin's cycles."""
+
+    at: dt.datetime
+    cycles: int
+    converged: bool
+    message: str
+    chi2_per_dof: float | None
+    factors: list[EstimatedFactor] = field(default_factory=list)
+    bad_sensors: list[SuspectSensor] = field(default_factory=list)
+    untestable_sensors: list[str] = field(default_factory=list)
+    """Critical sensors: the estimate follows them, so their errors cannot be seen."""
+    missing_sensors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class NetworkSnapshot:
     """One solve of the live twin, mapped back to asset ids."""
 
@@ -99,6 +139,8 @@ class NetworkSnapshot:
     below_minimum: list[ConsumerShortfall] = field(default_factory=list)
     residuals: list[Residual] = field(default_factory=list)
     leaks: list[DistrictLeakState] = field(default_factory=list)
+    estimation: EstimationState | None = None
+    """The last live state estimation (refreshed every few minutes, not every solve)."""
 
 
 class TwinReader(Protocol):

@@ -82,6 +82,41 @@ class AreaLeakWatch:
     warming_up: bool = strawberry.field(description="Still learning its baselines: no alarm yet")
 
 
+@strawberry.type(description="A demand scale or roughness factor the live state estimation "
+                             "fitted for one area.")
+class EstimatedFactor:
+    kind: str = strawberry.field(description="demand or roughness")
+    area_id: str
+    factor: float = strawberry.field(description="Multiplier on the model's value (1: as modelled)")
+    std_percent: float = strawberry.field(description="Its relative standard deviation, %")
+    observable: bool = strawberry.field(description="The sensors fix it to ±10 % at 3σ; an "
+                                                    "unobservable factor says nothing")
+
+
+@strawberry.type(description="A sensor the bad-data test left out of the estimation: it "
+                             "disagrees with all the others.")
+class SuspectSensor:
+    tag_path: str
+    normalized_residual: float = strawberry.field(description="Standard errors; over 4 is suspect")
+    residual: float = strawberry.field(description="Measured − modelled: Pa, or kg/s for a meter")
+
+
+@strawberry.type(description="The last live state estimation over a window of the twin's cycles "
+                             "(every few minutes).")
+class StateEstimation:
+    at: dt.datetime
+    cycles: int = strawberry.field(description="Twin cycles in the window")
+    converged: bool
+    message: str
+    chi2_per_dof: float | None = strawberry.field(description="About 1 when the model and the "
+                                                              "noise model fit the data")
+    factors: list[EstimatedFactor]
+    suspect_sensors: list[SuspectSensor]
+    untestable_sensors: list[str] = strawberry.field(
+        description="Critical sensors: the estimate follows them, their errors cannot be seen")
+    missing_sensors: list[str]
+
+
 @strawberry.type(description="One solve of the live twin.")
 class NetworkState:
     at: dt.datetime
@@ -98,6 +133,24 @@ class NetworkState:
     consumers_below_minimum: list[ConsumerShortfall]
     residuals: list[SensorResidual]
     leak_watch: list[AreaLeakWatch]
+    estimation: StateEstimation | None
+
+
+def _estimation(est: Any, keep: Any) -> StateEstimation | None:
+    if est is None:
+        return None
+    factors = []
+    for f in est.factors:
+        kind, _, area_id = f.name.partition(":")
+        if keep(area_id):
+            factors.append(EstimatedFactor(kind=kind, area_id=area_id, factor=f.factor,
+                                           std_percent=100.0 * f.std_log, observable=f.observable))
+    return StateEstimation(
+        at=est.at, cycles=est.cycles, converged=est.converged, message=est.message,
+        chi2_per_dof=est.chi2_per_dof, factors=factors,
+        suspect_sensors=[SuspectSensor(tag_path=b.path, normalized_residual=b.normalized_residual,
+                                       residual=b.residual) for b in est.bad_sensors],
+        untestable_sensors=list(est.untestable_sensors), missing_sensors=list(est.missing_sensors))
 
 
 def _state(snap: NetworkSnapshot, period_s: float, area: str | None, scope: frozenset[str] | None
@@ -127,6 +180,7 @@ def _state(snap: NetworkSnapshot, period_s: float, area: str | None, scope: froz
                                   leak_m3h_std=d.leak_m3h_std, observable=d.observable,
                                   warming_up=d.warming_up)
                     for d in snap.leaks if keep(d.area_id)],
+        estimation=_estimation(snap.estimation, keep),
     )
 
 

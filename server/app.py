@@ -215,7 +215,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     twin = (TwinRunner(db, bus, telemetry.store, telemetry.pipeline.on_values,
                        period_s=settings.twin_period_s,
                        air_temperature_c=settings.twin_air_temperature_c,
-                       leak_warmup_s=settings.twin_leak_warmup_s)
+                       leak_warmup_s=settings.twin_leak_warmup_s,
+                       estimation_every_s=settings.twin_estimation_every_s)
             if settings.twin_enabled else None)
     if twin is not None:
         control.attach_twin(twin)

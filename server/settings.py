@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     twin_leak_warmup_s: float = Field(
         default=600.0, gt=0, description="After start, the live twin's leak watch only learns "
                                          "its residual baselines for this long (no alarm)")
+    twin_estimation_every_s: float = Field(
+        default=300.0, ge=0, description="Window of the live state estimation (demand scale and "
+                                         "roughness per area, suspect sensors); 0 turns it off")
 
     # Map backgrounds (the wall display and the console; none = schematic is always offered)
     map_tiles_path: Path | None = Field(

@@ -23,6 +23,11 @@ Each cycle (default every 10 s):
    (inflow − profile demand) go into one CUSUM per district; `area/<id>/leak` shows the
    estimated leak (m³/h) while "leak suspected" holds — the alarm engine raises it from there
    (rule `area/leak:hi`) — and `area/<id>/leak_level` the detector's level (1 = threshold).
+6. **State estimation** (`server/estimation_watch.py`): the same gauges and the stations' flow
+   meters are collected cycle by cycle; every `estimation_every_s` (five minutes) their window
+   means give a demand scale and a roughness factor per area with their uncertainty, and the
+   bad-data test names a sensor that disagrees with the rest — in a background thread, so the
+   cycles keep their pace; `networkState.estimation` shows the last one.
 
 The network is read from the registry once at start (and again by `reload()`); it is compiled
 in a worker thread too — importing JAX and compiling the demo town takes a few seconds.
@@ -56,6 +61,7 @@ from realtime.twin_state import (
     PipeState,
     Residual,
 )
+from server.estimation_watch import EstimationWatch
 from server.leak_watch import METER_ACCURACY, LeakWatch, ZoneBalance
 
 __all__ = ["TwinRunner", "load_registry_records"]
@@ -95,6 +101,7 @@ class _Model:
         self.node_lat = np.array([float(nodes.get(i, {}).get("lat") or np.nan) for i in net.node_ids])
         self.node_lon = np.array([float(nodes.get(i, {}).get("lon") or np.nan) for i in net.node_ids])
         self.pipe_area = [by_kind["pipe"].get(i, {}).get("area_id") for i in net.pipe_ids]
+        self.estimation: EstimationWatch | None = None
         sp = by_kind["service_point"]
         self.consumer_category = [str(sp.get(c, {}).get("category") or "household") for c in net.consumer_ids]
         self.consumer_annual = np.array([float(sp.get(c, {}).get("annual_volume_m3_std") or 0.0)
@@ -190,8 +197,11 @@ class TwinRunner:
                  publish: Callable[[Mapping[str, TagValue]], None], *, period_s: float = 10.0,
                  air_temperature_c: float | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 local_utc_offset_h: float = 3.0, leak_warmup_s: float = 600.0) -> None:
+                 local_utc_offset_h: float = 3.0, leak_warmup_s: float = 600.0,
+                 estimation_every_s: float = 300.0) -> None:
         self._db = db
+        self._estimation_every_s = estimation_every_s
+        self._estimating: asyncio.Task[None] | None = None
         self._leak_warmup_s = leak_warmup_s
         self._leak_alarms: set[str] = set()
         self.on_leak_suspected: Callable[[str], Awaitable[object]] | None = None
@@ -220,6 +230,11 @@ class TwinRunner:
 
     async def stop(self) -> None:
         """Stop cycling; idempotent."""
+        if self._estimating is not None:
+            self._estimating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._estimating
+            self._estimating = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -444,12 +459,52 @@ class TwinRunner:
             else:
                 snapshot = dataclasses.replace(snapshot, leaks=leaks)
                 await self._leaks_raised(leaks)
+            self._collect_for_estimation(model, params, result, measured, now)
+        if model.estimation is not None and model.estimation.latest is not None:
+            snapshot = dataclasses.replace(snapshot, estimation=model.estimation.latest)
         self._publish_tags(model, snapshot, now)
         self.latest = snapshot
         self.cycles += 1
         self._updated.set()
         self._bus.publish(TWIN_TOPIC, {"type": "twin", "at": now.isoformat(), "status": snapshot.status})
         return snapshot
+
+    def _collect_for_estimation(self, model: _Model, params: Any, result: Any,
+                                measured: Mapping[str, float], now: dt.datetime) -> None:
+        """Hand this good cycle's readings to the state estimation; start an estimate in the
+        background when its window is complete and none is running."""
+        if self._estimation_every_s <= 0:
+            return
+        if model.estimation is None:
+            pressure = [(path, node, path.startswith("meter/"))
+                        for path, node in self._residual_sensors(model)]
+            flows = [(f"station/{sid}/flow", sid) for sid in sorted(model.stations)]
+            model.estimation = EstimationWatch(
+                model.net, result.state, consumer_area=model.consumer_area,
+                pipe_area=model.pipe_area, pressure_sensors=pressure, flow_sensors=flows,
+                flow_m3h_to_kg_s=model.rho_std20 / 3600.0, every_s=self._estimation_every_s)
+        watch = model.estimation
+        readings = dict(measured)
+        for sid in model.stations:
+            q = self._good(f"station/{sid}/flow")
+            if q is not None:
+                readings[f"station/{sid}/flow"] = q
+        clock = now.timestamp()
+        watch.add(readings, clock)
+        if watch.due(clock) and (self._estimating is None or self._estimating.done()):
+            window = watch.take_window()
+            self._estimating = asyncio.create_task(self._estimate(watch, params, window, now),
+                                                   name="twin-estimation")
+
+    async def _estimate(self, watch: EstimationWatch, params: Any, window: np.ndarray,
+                        now: dt.datetime) -> None:
+        try:
+            state = await asyncio.to_thread(watch.estimate, params, window, now)
+        except Exception:  # the twin goes on without a new estimate
+            log.exception("state estimation failed")
+            return
+        log.info("state estimation over %d cycles: %s, chi2/dof %s, %d suspect sensor(s)",
+                 state.cycles, state.message, state.chi2_per_dof, len(state.bad_sensors))
 
     async def _leaks_raised(self, leaks: list[DistrictLeakState]) -> None:
         """Tell `on_leak_suspected` of every area whose leak alarm came on this cycle."""
