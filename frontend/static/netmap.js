@@ -2,9 +2,10 @@
 //
 // Drawn once from `networkMap`, then only restyled: pipes by pressure level (weight) and by
 // pressure (colour: the twin's modelled node pressures when it publishes), stations with their
-// outlet pressure and communication state, valves and SKZ, alarm markers, crews and the area a
-// twin solve finds unsupplied. Every live object is kept in a Map keyed by its id and updated in
-// place, so a page left open for months does not grow.
+// outlet pressure and communication state, valves and SKZ, alarm markers, crews, the area a
+// twin solve finds unsupplied, and where a leak localization says to search. Every live object
+// is kept in a Map keyed by its id and updated in place (or in one layer group redrawn as a
+// whole), so a page left open for months does not grow.
 "use strict";
 
 const NetMap = (() => {
@@ -36,6 +37,12 @@ const NetMap = (() => {
       this.unsupplied = L.layerGroup().addTo(this.map);
       this.alarmLayer = L.layerGroup().addTo(this.map);
       this.crewLayer = L.layerGroup().addTo(this.map);
+      // Leak localizations: SVG (not the canvas) in a pane of their own, above the pipes and
+      // below the markers, so that their shapes carry CSS classes (.leak-region, .leak-candidate).
+      this.map.createPane("leaks").style.zIndex = 450;
+      this.leakRenderer = L.svg({ pane: "leaks" });
+      this.leakLayer = L.layerGroup().addTo(this.map);
+      this.leakKey = null;
       this.levels = {};
       this.tiles = null;
       this.tileSources = [];
@@ -178,6 +185,37 @@ const NetMap = (() => {
       }
       for (const [id, m] of this.alarmMarkers) {
         if (!seen.has(id)) { this.alarmLayer.removeLayer(m); this.alarmMarkers.delete(id); }
+      }
+    }
+
+    // The leak localizations to show (at most one per area): the search region — its outline
+    // as a translucent polygon, a circle of 60 m round a single spot, a thick line for two — and
+    // the three best candidate nodes, the best labelled with its leak. Drawn again only when the
+    // list changes, always into the one layer group: nothing piles up on a wall left open.
+    leaks(list) {
+      const key = list.map(l => `${l.id}@${l.finishedAt}`).join();
+      if (key === this.leakKey) return;
+      this.leakKey = key;
+      this.leakLayer.clearLayers();
+      const k = this.k, renderer = this.leakRenderer;
+      for (const l of list) {
+        const pts = (l.regionOutline || []).filter(p => p.length === 2 && p.every(Number.isFinite));
+        const region = { renderer, className: "leak-region", interactive: false, color: "#ff1744",
+                         weight: 2 * k, fillColor: "#ff1744", fillOpacity: 0.2 };
+        if (pts.length === 1) L.circle(pts[0], { ...region, radius: 60 }).addTo(this.leakLayer);
+        else if (pts.length === 2) L.polyline(pts, { ...region, weight: 18 * k, opacity: 0.4, lineCap: "round" }).addTo(this.leakLayer);
+        else if (pts.length > 2) L.polygon(pts, region).addTo(this.leakLayer);  // not dashed: that is "cut off"
+        l.candidates.slice(0, 3).forEach((c, i) => {
+          if (c.lat == null || c.lon == null) return;
+          const m = L.circleMarker([c.lat, c.lon], { renderer, className: i ? "leak-candidate" : "leak-candidate best",
+            radius: (i ? 5 : 7) * k, color: "#fff", weight: 2 * k, fillColor: i ? "#ff8a80" : "#d50000", fillOpacity: 1 });
+          const rows = [["candidate", `#${i + 1} of the localization`], ["node", c.nodeId], ["area", c.areaId || l.areaId || "network"],
+                        ["leak", `~${c.leakM3h.toFixed(1)} m³/h (${c.leakKgS.toFixed(4)} kg/s)`], ["score", `${c.score.toFixed(1)} (χ² gain)`],
+                        ["window", `${Math.round(l.windowMinutes)} min`], ["found", Gasops.time(l.finishedAt)]];
+          m.bindPopup(`<table>${rows.map(([a, b]) => `<tr><td class="muted">${a}</td><td>${Gasops.escape(b)}</td></tr>`).join("")}</table>`);
+          if (!i) m.bindTooltip(`~${c.leakM3h.toFixed(1)} m³/h`, { permanent: true, direction: "top", className: "leak-label", offset: [0, -8 * k] });
+          m.addTo(this.leakLayer);
+        });
       }
     }
 

@@ -1,6 +1,7 @@
 // The control-room wall: the network map with live station values, the twin's pressures,
-// alarms and crews, and a side panel (alarm list, gas inflow against last week, crews on
-// duty). Everything arrives over subscriptions; snapshots are re-read after a reconnect.
+// alarms, crews and suspected leaks, and a side panel (alarm list, leaks, gas inflow against
+// last week, crews on duty). Everything arrives over subscriptions; snapshots are re-read after
+// a reconnect. Leak localizations (twin jobs) are read every minute and soon after a leak alarm.
 "use strict";
 
 (() => {
@@ -14,12 +15,20 @@
     airTemperatureC totalDemandKgS nodes { id pressurePaGauge supplied }
     consumersBelowMinimum { id supplied critical } } }`;
   const CREWS = `subscription { crewPositions { crewId crewName lat lon accuracyM ts } }`;
+  const LEAKS = `query { leakLocalizations(first: 30, status: "done") { id areaId finishedAt
+    windowMinutes detected candidates { nodeId areaId lat lon leakKgS leakM3h score }
+    regionNodeIds regionOutline } }`;
+  const LEAK_SHOWN_MS = 6 * 3600 * 1000;    // a localization stays on the wall this long
+  const LEAK_REFRESH_MS = 60 * 1000;
+  const LEAK_AFTER_ALARM_MS = [5000, 20000]; // the server's localization takes a few seconds
 
   let net = null;
   const flows = new Map();        // station id → m³/h (good values only)
   let inflowStations = new Set(); // the stations whose flow is the town's inflow
   const alarmItems = new Map();   // alarm id → <li>
   const crewItems = new Map();    // crew id → { li, ts }
+  const leakItems = new Map();    // area id ("" for the whole network) → <li>
+  const leakShown = new Map();    // area id → the localization shown
 
   Gasops.requireLogin($("login"), ready, { title: "gasops — control-room wall" });
 
@@ -38,7 +47,10 @@
     inflowStations = new Set((grs.length ? grs : stations).map(p => p.id));
 
     Gasops.subscribe(STATIONS, {}, d => station(d.stationStatus));
-    Gasops.subscribe(`subscription { alarmEvents(minPriority: low) { alarmId } }`, {}, alarmsChanged);
+    Gasops.subscribe(`subscription { alarmEvents(minPriority: low) { alarmId tag } }`, {}, d => {
+      alarmsChanged();
+      if (d.alarmEvents.tag.endsWith("/leak")) leakAlarm();
+    });
     Gasops.subscribe(TWIN, {}, d => twin(d.networkStateUpdates));
     if (CREW_ROLES.includes(user.role)) {
       await crewList();
@@ -46,10 +58,12 @@
     } else {
       $("crews-box").hidden = true;
     }
-    Gasops.onReconnect(() => { refreshAlarms(); lastWeek(); });
+    Gasops.onReconnect(() => { refreshAlarms(); lastWeek(); refreshLeaks(); });
     refreshAlarms();
     lastWeek();
+    refreshLeaks();
     setInterval(lastWeek, 10 * 60 * 1000);
+    setInterval(refreshLeaks, LEAK_REFRESH_MS);
     setInterval(tick, 1000);
     tick();
   }
@@ -137,6 +151,56 @@
     });
     $("alarm-count").textContent = String(list.length);
     stamp();
+  }
+
+  // --- leaks ----------------------------------------------------------------------------
+  // The server queues a localization by itself when the leak watch raises "leak suspected"
+  // (tag area/<id>/leak): read again once it has had time to finish. A burst → one pair.
+  let leakTimers = [];
+  function leakAlarm() {
+    leakTimers.forEach(clearTimeout);
+    leakTimers = LEAK_AFTER_ALARM_MS.map(ms => setTimeout(refreshLeaks, ms));
+  }
+
+  let leakReads = 0;
+  async function refreshLeaks() {
+    const read = ++leakReads;
+    let list;
+    try { list = (await Gasops.gql(LEAKS)).leakLocalizations; } catch (e) { console.warn("leak localizations", e); return; }
+    if (read !== leakReads) return;  // a later read overtook this one
+    // Per area the newest localization that finished in the last hours, drawn if it found a
+    // leak: a later run that finds none (the leak repaired) takes the area off the map.
+    const since = Date.now() - LEAK_SHOWN_MS;
+    const recent = list.filter(l => l.finishedAt && new Date(l.finishedAt).getTime() >= since)
+      .sort((a, b) => new Date(b.finishedAt) - new Date(a.finishedAt));
+    const newest = new Map();
+    for (const l of recent) if (!newest.has(l.areaId || "")) newest.set(l.areaId || "", l);
+    leakShown.clear();
+    for (const [area, l] of newest) if (l.detected) leakShown.set(area, l);
+    const shown = [...leakShown.values()];
+    net.leaks(shown);
+    Gasops.keyedList($("leaks"), leakItems, shown, {
+      key: l => l.areaId || "",
+      className: () => "leak",
+      create: area => { const li = document.createElement("li"); li.onclick = () => leakFocus(area); return li; },
+      html: l => {
+        const best = l.candidates[0];
+        const n = l.regionNodeIds.length;
+        const size = best ? `<span class="figure">~${best.leakM3h.toFixed(1)} m³/h</span>` : "size unknown";
+        return `<span class="what">Leak suspected: ${l.areaId ? `area ${Gasops.escape(l.areaId)}` : "the network"},
+          ${size}, search region ${n} node${n === 1 ? "" : "s"}</span>
+          <span class="when">${Gasops.time(l.finishedAt)}</span>
+          <span class="where">${best ? `best ${Gasops.escape(best.nodeId)} · score ${best.score.toFixed(1)} · ` : ""}window ${Math.round(l.windowMinutes)} min</span>`;
+      },
+    });
+    $("leak-box").hidden = shown.length === 0;
+  }
+
+  function leakFocus(area) {  // a click on the panel's line: the map onto that search region
+    const l = leakShown.get(area);
+    if (!l) return;
+    const pts = [...l.regionOutline, ...l.candidates.slice(0, 3).filter(c => c.lat != null && c.lon != null).map(c => [c.lat, c.lon])];
+    if (pts.length) net.map.fitBounds(pts, { padding: [60, 60], maxZoom: 17 });
   }
 
   // --- twin -----------------------------------------------------------------------------

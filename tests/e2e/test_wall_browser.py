@@ -3,16 +3,18 @@
 One small town with distinct coordinates (two areas, two stations, a remote valve, an SKZ) on
 the simulated field: the OPC UA station simulator and Modbus devices on loopback. The tests
 change values in the simulator itself, raise and acknowledge alarms, restart the server on the
-same port, and issue a command from the console's station card.
+same port, and issue a command from the console's station card. Leak localizations (twin jobs)
+are recorded straight into the server's database, as its runner would finish them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from erp.adapters import orm
 from erp.adapters.db import create_engine, migrate, session_factory
-from erp.services import accounts, audit, registry, tags
+from erp.services import accounts, audit, registry, tags, twin_scenarios
 from erp.services import alarms as alarm_service
 from erp.services.registry import AssetRecord
 from server.field import assign_demo_sources
@@ -149,11 +151,14 @@ async def browser(chromium_path: str) -> AsyncIterator[Browser]:
             await b.close()
 
 
-async def _open(browser: Browser, live: LiveServer, path: str, user: str,
-                **context: Any) -> tuple[BrowserContext, Page, Browsing]:
-    """A fresh browser context on `path`, signed in as `user` through the page's own form."""
+async def _open(browser: Browser, live: LiveServer, path: str, user: str, *,
+                fake_clock: bool = False, **context: Any) -> tuple[BrowserContext, Page, Browsing]:
+    """A fresh browser context on `path`, signed in as `user` through the page's own form;
+    with `fake_clock` the page's timers run on Playwright's clock (`page.clock.fast_forward`)."""
     context.setdefault("viewport", {"width": 1920, "height": 1080})
     ctx = await browser.new_context(**context)
+    if fake_clock:
+        await ctx.clock.install()
     page = await ctx.new_page()
     seen = Browsing(ctx, page)
     await page.goto(live.url + path)
@@ -398,4 +403,136 @@ async def test_console_trend_zooms_by_reading_the_historian_again(
         assert (end - start) < 0.5 * (full_end - full_start)
     finally:
         await ctx.close()
+    assert seen.errors == []
+
+
+# --- leak localizations ------------------------------------------------------------------------
+
+class _Localizations:
+    """The reading half of the server's twin-job runner, straight from its database.
+
+    The town's server runs without the live twin, and so without the runner that
+    `leakLocalizations` reads through; the wall only reads, and this reads the same records."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    async def get(self, scenario_id: str) -> twin_scenarios.StoredScenario | None:
+        async with self._db() as s:
+            return await twin_scenarios.get(s, scenario_id)
+
+    async def recent(self, first: int = 20, status: str | None = None,
+                     kind: str = "what_if") -> list[twin_scenarios.StoredScenario]:
+        async with self._db() as s:
+            return await twin_scenarios.list_scenarios(s, first, status=status, kind=kind)
+
+
+@contextlib.contextmanager
+def _localizations_readable(live: LiveServer) -> Iterator[None]:
+    services = live.server.config.app.state.services
+    assert services.scenarios is None
+    object.__setattr__(services, "scenarios", _Localizations(services.db))  # a frozen dataclass
+    try:
+        yield
+    finally:
+        object.__setattr__(services, "scenarios", None)
+
+
+def _on_server(live: LiveServer, work: Coroutine[Any, Any, Any]) -> Any:
+    app = live.server.config.app
+    return asyncio.run_coroutine_threadsafe(work, app.state.loop).result(30)
+
+
+def _nodes(live: LiveServer) -> dict[str, tuple[str, float, float]]:
+    """The town's network nodes: id → (area, lat, lon)."""
+    found = {}
+    for area in ("NORTH", "SOUTH"):
+        body = live.gql("query($a: String!) { nodes(first: 100, filter: {areaId: $a}) "
+                        "{ edges { node { assetId lat lon } } } }", {"a": area})
+        found |= {e["node"]["assetId"]: (area, e["node"]["lat"], e["node"]["lon"])
+                  for e in body["data"]["nodes"]["edges"]}
+    return found
+
+
+GAS_KG_M3 = 0.68  # natural gas at 20 °C, 101.325 kPa
+
+
+def _localization(live: LiveServer, nodes: dict[str, tuple[str, float, float]], area: str | None,
+                  candidates: list[tuple[str, float, float]], region: list[str], *,
+                  detected: bool, age_s: float = 0.0) -> str:
+    """Record a finished leak localization as the server's runner does (`candidates`: node, m³/h,
+    score, the best first; `region`: at most three nodes, so that they are their own outline)."""
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age_s)
+    found = [{"node_id": n, "area_id": nodes[n][0], "leak_kg_s": m3h * GAS_KG_M3 / 3600,
+              "leak_m3h": m3h, "score": score, "lat": nodes[n][1], "lon": nodes[n][2]}
+             for n, m3h, score in candidates]
+    summary = {"detected": detected, "cycles": 30, "best_node_id": candidates[0][0],
+               "best_leak_m3h": candidates[0][1], "region_nodes": len(region), "seconds": 0.4}
+    result = {"cycles": 30, "window_s": 1800.0, "detected": detected,
+              "best_gain": candidates[0][2], "candidates": found, "region_node_ids": region,
+              "region_outline": [[nodes[n][1], nodes[n][2]] for n in region]}
+
+    async def record() -> str:
+        async with live.server.config.app.state.services.db.begin() as s:
+            rec = await twin_scenarios.create(
+                s, {"area": area, "window_s": 1800.0}, name=f"leak localization {area}",
+                created_by="twin", kind="leak_localization", now=at - dt.timedelta(seconds=5))
+            await twin_scenarios.finish(s, rec.id, summary, result, now=at)
+            return rec.id
+
+    return str(_on_server(live, record()))
+
+
+LEAK_LABEL = "() => [...document.querySelectorAll('.leak-label')].map(e => e.textContent).join()"
+
+
+async def test_the_wall_draws_the_newest_leak_localization_of_each_area(
+        town: Town, browser: Browser) -> None:
+    nodes = _nodes(town.live)
+    north = ["NORTH-N2", "NORTH-N3", "NORTH-N4"]
+    # Superseded by a newer one of its area; one that found no leak; one too old to show.
+    _localization(town.live, nodes, "NORTH", [("NORTH-N1", 9.9, 20.0)], ["NORTH-N1"],
+                  detected=True, age_s=3600)
+    _localization(town.live, nodes, "NORTH", [("NORTH-N3", 3.44, 48.0), ("NORTH-N2", 3.1, 46.1),
+                                              ("NORTH-N4", 3.9, 44.9), ("NORTH-N5", 2.0, 30.2)],
+                  north, detected=True, age_s=60)
+    _localization(town.live, nodes, "SOUTH", [("SOUTH-N2", 0.4, 3.0)],
+                  ["SOUTH-N1", "SOUTH-N2", "SOUTH-N3"], detected=False)
+    _localization(town.live, nodes, None, [("SOUTH-N4", 7.5, 60.0)], ["SOUTH-N4"],
+                  detected=True, age_s=7 * 3600)
+    with _localizations_readable(town.live):
+        ctx, page, seen = await _open(browser, town.live, "/wall", "dispatcher", fake_clock=True)
+        try:
+            await page.wait_for_selector("#leaks li", timeout=30000)
+            panel = await page.inner_text("#leak-box")
+            assert "Leak suspected: area NORTH, ~3.4 m³/h, search region 3 nodes" in panel
+            assert "NORTH-N3" in panel
+            assert "SOUTH" not in panel and "network" not in panel and "9.9" not in panel
+            assert await page.locator("path.leak-region").count() == 1  # the NORTH triangle
+            assert await page.locator("path.leak-candidate").count() == 3  # the top three
+            assert await page.evaluate(LEAK_LABEL) == "~3.4 m³/h"
+            width = "() => document.querySelector('path.leak-region').getBoundingClientRect().width"
+            before = await page.evaluate(width)
+            await page.click("#leaks li")  # the map onto the search region
+            await page.wait_for_function(f"(w) => ({width})() > 3 * w", arg=before)
+            await page.wait_for_timeout(500)
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "wall-leak-1920x1080.png"))
+            await page.locator("path.leak-candidate.best").click()
+            popup = await page.inner_text(".leaflet-popup-content")
+            assert "NORTH-N3" in popup and "48.0" in popup and "30 min" in popup
+            # A newer localization of the area: the minute's re-read draws it instead (a region
+            # of two nodes: a thick line) and leaves nothing of the one before.
+            _localization(town.live, nodes, "NORTH", [("NORTH-N4", 5.04, 52.0),
+                                                      ("NORTH-N5", 4.8, 50.0)],
+                          ["NORTH-N4", "NORTH-N5"], detected=True)
+            await page.clock.fast_forward(61_000)
+            await page.wait_for_function(f"() => ({LEAK_LABEL})() === '~5.0 m³/h'", timeout=15000)
+            assert await page.locator("path.leak-region").count() == 1
+            assert await page.locator("path.leak-candidate").count() == 2
+            assert await page.locator("#leaks li").count() == 1
+            assert "area NORTH, ~5.0 m³/h, search region 2 nodes" in await page.inner_text("#leaks")
+            assert await page.locator(".leaflet-popup").count() == 0  # it went with its marker
+        finally:
+            await ctx.close()
     assert seen.errors == []
