@@ -151,6 +151,25 @@ class Command:
                            "method": self.impact.method},
                 "checks": list(self.checks)}
 
+    def snapshot(self) -> dict[str, Any]:
+        """Everything about the command as a flat dict of plain values (datetimes kept), in the
+        shape of the command history (`erp.services.commands`; the server adds the step's time
+        and name)."""
+        return {"id": self.id, "target_kind": self.target.kind.value,
+                "asset_id": self.target.asset_id, "area_id": self.target.area_id,
+                "action": self.action.value, "value": self.value, "reason": self.reason,
+                "requested_by": self.selected_by.user, "requested_role": self.selected_by.role,
+                "approved_by": self.approved_by, "approval_reason": self.approval_reason,
+                "state": self.state.value, "outcome": self.outcome,
+                "needs_approval": self.needs_approval, "needs_override": self.needs_override,
+                "checks": list(self.checks),
+                "impact": {"consumers_cut_off": self.impact.consumers_cut_off,
+                           "critical_cut_off": list(self.impact.critical_cut_off),
+                           "min_critical_pressure_pa": self.impact.min_critical_pressure_pa,
+                           "method": self.impact.method, "detail": self.impact.detail},
+                "created_at": self.selected_at, "expires_at": self.expires_at,
+                "finished_at": self.finished_at}
+
 
 @dataclass(frozen=True, slots=True)
 class CommandEvent:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import secrets
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -117,6 +118,8 @@ class CommandPipeline:
         self._recent: dict[tuple[TargetKind, str], deque[dt.datetime]] = defaultdict(deque)
         self._lockouts: dict[tuple[TargetKind, str], str] = {}
         self._ids = itertools.count(1)
+        # ids must not repeat across processes and restarts (the command history keys on them)
+        self._instance = secrets.token_hex(3)
 
     # ------------------------------------------------------------------ lockouts (maintenance)
 
@@ -165,8 +168,8 @@ class CommandPipeline:
         passed = self._run_rules(ctx, operator, target)
         approval = needs_approval(impact, self.policy)
         cmd = Command(
-            id=f"CMD-{now:%Y%m%d%H%M%S}-{next(self._ids)}", target=target, action=action,
-            value=value, reason=reason, selected_by=operator, selected_at=now,
+            id=f"CMD-{now:%Y%m%d%H%M%S}-{self._instance}-{next(self._ids)}", target=target,
+            action=action, value=value, reason=reason, selected_by=operator, selected_at=now,
             expires_at=now + (self._approval_ttl if approval else self._select_ttl), plan=plan,
             impact=impact, state=CommandState.awaiting_approval if approval else CommandState.selected,
             needs_approval=approval, needs_override=bool(impact.critical_cut_off), checks=passed)

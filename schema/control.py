@@ -1,12 +1,13 @@
 """Commands over GraphQL: select, approve, operate, cancel; the command list; the live
 `commandEvents` feed. Resolvers are thin over the server's `CommandPipeline`
-(`services.control`), which checks the rules, audits every step and publishes it."""
+(`services.control`), which checks the rules, audits every step and publishes it, and over the
+command history (`erp.services.commands`), which every server process can read."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -15,11 +16,19 @@ from strawberry.types import Info
 from control.model import COMMANDS_TOPIC, Action, Command, Operator, TargetKind
 from control.pipeline import CommandPipeline, CommandRefused
 from erp.services import audit
+from erp.services import commands as history
 from schema.context import Context
 from schema.errors import Forbidden
 from schema.permissions import Can, actor_of, refusal
 
+if TYPE_CHECKING:  # resolvers get sessions from the server's factory; they never build one
+    from sqlalchemy.ext.asyncio import AsyncSession
+
 __all__ = ["COMMAND_MUTATIONS", "CommandQuery", "CommandSubscription"]
+
+# A finished command of this process stays in the list's overlay this long: its last step may
+# still wait in the outbox to reach the history.
+_RECENTLY_FINISHED = dt.timedelta(minutes=5)
 
 
 @strawberry.type(description="The predicted effect of a command on consumers.")
@@ -64,6 +73,21 @@ def _view(c: Command) -> CommandView:
                                             critical_cut_off=list(c.impact.critical_cut_off),
                                             min_critical_pressure_pa=c.impact.min_critical_pressure_pa,
                                             method=c.impact.method))
+
+
+def _stored_view(c: history.StoredCommand) -> CommandView:
+    impact = c.impact
+    return CommandView(id=c.id, target_kind=c.target_kind, asset_id=c.asset_id,
+                       area_id=c.area_id, action=c.action, value=c.value, reason=c.reason,
+                       user=c.requested_by, state=c.state, selected_at=c.created_at,
+                       expires_at=c.expires_at, needs_approval=c.needs_approval,
+                       needs_override=c.needs_override, approved_by=c.approved_by,
+                       outcome=c.outcome, checks=list(c.checks),
+                       impact=CommandImpact(consumers_cut_off=int(impact.get("consumers_cut_off", 0)),
+                                            critical_cut_off=list(impact.get("critical_cut_off", [])),
+                                            min_critical_pressure_pa=impact.get(
+                                                "min_critical_pressure_pa"),
+                                            method=str(impact.get("method", "none"))))
 
 
 @strawberry.type(description="The step was done; the command as it stands now.")
@@ -220,18 +244,45 @@ def _visible(info: Info[Context, Any], area_id: str | None) -> bool:
     return scope is None or (area_id is not None and area_id in scope)
 
 
+def _in_memory(pipeline: CommandPipeline | None) -> list[dict[str, Any]]:
+    """This process's commands that the history may not hold as they stand yet: the open ones
+    and those finished lately."""
+    if pipeline is None:
+        return []
+    since = dt.datetime.now(dt.UTC) - _RECENTLY_FINISHED
+    return [c.snapshot() for c in pipeline.commands()
+            if c.state.open or (c.finished_at is not None and c.finished_at >= since)]
+
+
+async def _cursor(session: AsyncSession, pipeline: CommandPipeline | None,
+                  command_id: str) -> history.Cursor:
+    """Where the list continues after the command `command_id` (this process's or stored)."""
+    live = pipeline.get(command_id) if pipeline is not None else None
+    if live is not None:
+        return history.Cursor(live.selected_at, live.id)
+    stored = await history.get(session, command_id)
+    if stored is None:
+        raise ValueError(f"no command {command_id!r}")
+    return stored.cursor
+
+
 @strawberry.type
 class CommandQuery:
     @strawberry.field(permission_classes=[Can("commands.read")],
-                      description="Commands of your areas, newest first (this server's memory).")
-    def commands(self, info: Info[Context, Any], first: int = 50,
-                 open_only: bool = False) -> list[CommandView]:
+                      description="Commands of your areas, newest first (by selection time): "
+                                  "the command history of every server process, with this "
+                                  "server's commands as they stand now.")
+    async def commands(self, info: Info[Context, Any], first: int = 50, open_only: bool = False,
+                       before: Annotated[str | None, strawberry.argument(
+                           description="A command's id: list only commands selected before it "
+                                       "(the next page)")] = None) -> list[CommandView]:
         pipeline = _pipeline(info)
-        if pipeline is None:
-            return []
-        found = [c for c in reversed(pipeline.commands())
-                 if _visible(info, c.target.area_id) and (c.state.open or not open_only)]
-        return [_view(c) for c in found[:max(1, min(first, 500))]]
+        async with info.context.services.db() as s:
+            cursor = await _cursor(s, pipeline, before) if before is not None else None
+            found = await history.list_commands(s, first, areas=info.context.areas(),
+                                                open_only=open_only, before=cursor,
+                                                overlay=_in_memory(pipeline))
+        return [_stored_view(c) for c in found]
 
 
 @strawberry.type(description="One step of a command, as audited.")

@@ -4,7 +4,10 @@
 - live status from the tag store (the read-back tag: present, not Bad, not stale);
 - writes through the field's drivers (`Field.write`), read-back by watching the tag store;
 - every command event published on the bus (topic `commands`) and written to the audit log by
-  one task, in order (kept and retried while the database is away).
+  one task, in order (kept and retried while the database is away); the command as it stands
+  after the step goes to the command history (`erp.services.commands`) in the same transaction,
+  so the audit log and the history never disagree; at start, the commands that stopped
+  processes left open are closed in both.
 
 Commands run here, in the server's event loop, with bounded latency: never through a job queue.
 """
@@ -30,7 +33,7 @@ from control.model import (
 )
 from control.pipeline import CommandPipeline
 from control.rules import TargetStatus
-from erp.services import audit, network_graph
+from erp.services import audit, commands, network_graph
 from realtime.bus import AbstractBus
 from realtime.model import QualityClass
 from realtime.store import Change, TagStore
@@ -41,6 +44,10 @@ __all__ = ["Control"]
 log = logging.getLogger("gasops.control")
 
 WriteFn = Callable[[str, Any], Awaitable[None]]
+
+# An open command this long past its time (plus the read-back timeout) was left by a stopped
+# server process: the next one to start closes it.
+ABANDONED_AFTER_S = 60.0
 
 
 def _utcnow() -> dt.datetime:
@@ -60,9 +67,11 @@ class Control:
         self._write = write  # late-bound: the field starts after this object is built
         self._clock = clock
         self._stale_factor = stale_factor
+        self._readback_timeout_s = readback_timeout_s
         self._targets: dict[tuple[TargetKind, str], Target] = {}
-        self._audit: Outbox[CommandEvent] = Outbox(self._record, name="command-audit",
-                                                    batch_size=200, log=log)
+        # each event with the command's snapshot after it (None for refusals: nothing changed)
+        self._audit: Outbox[tuple[CommandEvent, dict[str, Any] | None]] = Outbox(
+            self._record, name="command-audit", batch_size=200, log=log)
         self._tasks: list[asyncio.Task[None]] = []
         self._predictor: GraphImpactPredictor | None = None
         self._twin: Any = None  # the live twin, when it runs: `attach_twin`
@@ -73,7 +82,8 @@ class Control:
             readback_timeout_s=readback_timeout_s)
 
     async def start(self) -> None:
-        """Load targets and the network graph; start the audit writer and the expiry tick."""
+        """Load targets and the network graph; close the commands stopped processes left open;
+        start the audit writer and the expiry tick."""
         async with self._db() as s:
             assets = await network_graph.commandable_assets(s)
             graph = await network_graph.connectivity(s)
@@ -87,6 +97,10 @@ class Control:
         self._predictor = GraphImpactPredictor.from_rows(
             [Edge(i, a, b, o) for i, a, b, o in graph["edges"]], graph["node_kinds"],
             [ServicePointRef(i, n, c) for i, n, c in graph["service_points"]])
+        try:
+            await self._close_abandoned()
+        except Exception:  # the history's trouble must not keep control from starting
+            log.exception("control: could not close the commands of stopped processes")
         self._audit.start()
         self._tasks = [asyncio.create_task(self._tick(), name="command-tick")]
         log.info("control: %d commandable targets", len(self._targets))
@@ -144,12 +158,17 @@ class Control:
                             state.value.quality.name, readings=self._readings(target))
 
     def _readings(self, target: Target) -> dict[str, float]:
-        """The live values the limits need: an SKZ's output current and voltage, its set-point."""
-        if target.kind is not TargetKind.skz:
+        """The live values the rules need: an SKZ's output current and voltage and its set-point;
+        a valve actuator's REMOTE selector and fault bits (1.0 true, 0.0 false) where it has
+        those tags."""
+        names = {TargetKind.skz: ("skz", ("i_out", "u_out", "setpoint")),
+                 TargetKind.valve: ("valve", ("remote", "fault"))}.get(target.kind)
+        if names is None:
             return {}
+        prefix, tags = names
         out: dict[str, float] = {}
-        for name in ("i_out", "u_out", "setpoint"):
-            state = self._store.get(f"skz/{target.asset_id}/{name}")
+        for name in tags:
+            state = self._store.get(f"{prefix}/{target.asset_id}/{name}")
             if (state is not None and state.value.quality.severity is QualityClass.good
                     and isinstance(state.value.value, int | float)):
                 out[name] = float(state.value.value)
@@ -197,15 +216,30 @@ class Control:
 
     def _sink(self, event: CommandEvent) -> None:
         self._bus.publish(COMMANDS_TOPIC, event.to_message())
-        self._audit.extend([event])
+        # The pipeline calls this right after the step changed the command: snapshot it now.
+        cmd = self.pipeline.get(event.command_id) if event.step != "refused" else None
+        snapshot = ({**cmd.snapshot(), "updated_at": event.ts, "last_step": event.step}
+                    if cmd is not None else None)
+        self._audit.extend([(event, snapshot)])
+
+    def refused_before_the_pipeline(self, user: str | None, role: str | None, asset_id: str,
+                                    rule: str, message: str, **detail: Any) -> None:
+        """Audit (and publish) a command refused before it reached the pipeline — an OPC UA
+        caller whose role may not command at all — like the pipeline's own refusals."""
+        target = self.find(asset_id)
+        self._sink(CommandEvent(
+            "", "refused", self._clock(), user, role, None,
+            target.kind.value if target is not None else "", asset_id,
+            target.area_id if target is not None else None,
+            {"rule": rule, "message": message, **detail}))
 
     async def flush(self) -> None:
-        """Write the queued command events to the audit log, in order."""
+        """Write the queued command events to the audit log and the history, in order."""
         await self._audit.flush()
 
-    async def _record(self, batch: list[CommandEvent]) -> None:
+    async def _record(self, batch: list[tuple[CommandEvent, dict[str, Any] | None]]) -> None:
         async with self._db.begin() as s:
-            for e in batch:
+            for e, snapshot in batch:
                 targets = [f"{e.target_kind}:{e.asset_id}"] if e.asset_id else []
                 if e.command_id:
                     targets.append(f"command:{e.command_id}")
@@ -214,6 +248,24 @@ class Control:
                     {"state": e.state.value if e.state else None, **e.detail},
                     outcome=e.step if e.step in ("refused", "failed", "expired") else "ok"),
                     now=e.ts)
+                if snapshot is not None:
+                    await commands.record(s, snapshot)
+
+    async def _close_abandoned(self) -> None:
+        """Close, in the history and the audit log, the commands left open by server processes
+        that stopped (a restart): long past their time, nobody holds them any more."""
+        now = self._clock()
+        grace = dt.timedelta(seconds=self._readback_timeout_s + ABANDONED_AFTER_S)
+        async with self._db.begin() as s:
+            closed = await commands.close_abandoned(s, now, older_than=grace)
+            for c in closed:
+                await audit.record(s, audit.Actor(None, None), audit.AuditEntry(
+                    f"command.{c.state}", [f"{c.target_kind}:{c.asset_id}", f"command:{c.id}"],
+                    {"state": c.state, "outcome": c.outcome, "abandoned": True},
+                    outcome=c.state), now=now)
+        if closed:
+            log.warning("control: %d commands of stopped server processes closed: %s",
+                        len(closed), ", ".join(c.id for c in closed))
 
     async def _tick(self) -> None:
         while True:

@@ -672,3 +672,47 @@ class PressurePlanRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+# --- control --------------------------------------------------------------------------------
+
+__all__ += ["ControlCommandRow"]
+
+
+class ControlCommandRow(Base):
+    """One control command (`control.model.Command`) as it stands after its latest step.
+
+    Written by `erp.services.commands.record` at every step, in the same transaction as the
+    step's audit record, so the history outlives the server process that ran the command.
+    `created_at` is when it was selected; `updated_at` the time of the step recorded last (an
+    older step never overwrites a newer one). `area_id` has no foreign key: the history must
+    outlive registry changes. `impact` is the predicted effect (consumers cut off, critical
+    service points, method), `checks` the rules passed, in order.
+    """
+
+    __tablename__ = "control_commands"
+    __table_args__ = (
+        Index("ix_control_commands_area_id_created_at", "area_id", "created_at"),
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target_kind: Mapped[str] = mapped_column(String(16))
+    asset_id: Mapped[str] = mapped_column(String(64))
+    area_id: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    requested_by: Mapped[str] = mapped_column(String(100))
+    requested_role: Mapped[str | None] = mapped_column(String(32))
+    approved_by: Mapped[str | None] = mapped_column(String(100))
+    approval_reason: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    last_step: Mapped[str] = mapped_column(String(24))
+    outcome: Mapped[str] = mapped_column(Text, default="")
+    needs_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    needs_override: Mapped[bool] = mapped_column(Boolean, default=False)
+    checks: Mapped[list[str]] = mapped_column(JSON, default=list)
+    impact: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
