@@ -97,6 +97,20 @@ def _remote(c: CheckContext) -> str | None:
     return None
 
 
+def _actuator(c: CheckContext) -> str | None:
+    """A valve actuator whose selector is not in REMOTE ignores every command (it would end
+    only at the read-back timeout), and one in fault will not move: say so at select."""
+    if c.target.kind is not TargetKind.valve:
+        return None
+    r = c.status.readings
+    if r.get("remote") == 0.0:
+        return (f"the actuator of {c.target.asset_id} is in LOCAL (or OFF): its selector must be "
+                f"in REMOTE for a command from here")
+    if r.get("fault") == 1.0:
+        return f"the actuator of {c.target.asset_id} reports a fault: it will not move"
+    return None
+
+
 def _communicating(c: CheckContext) -> str | None:
     if not c.status.communicating:
         return f"{c.target.asset_id} is not communicating{': ' + c.status.detail if c.status.detail else ''}"
@@ -177,6 +191,7 @@ DEFAULT_RULES: Sequence[Rule] = (
     Rule("action", 30, _action_fits),
     Rule("remote", 40, _remote),
     Rule("communication", 50, _communicating),
+    Rule("actuator", 55, _actuator),
     Rule("lockout", 60, _lockout),
     Rule("rate", 70, _rate),
     Rule("limits", 80, _limits),

@@ -140,6 +140,9 @@ class CommandPort(Protocol):
         """Drop a selected command."""
         ...
 
+    # Optional: `async def refused(user, role, target, method, message) -> None` — told of a
+    # call the server refused before the port (a role that may not command), to audit it.
+
 
 # --------------------------------------------------------------------------- the server
 
@@ -496,7 +499,11 @@ class IntegratorServer:
         if caller is None or role is None or not self._can_control(role):
             who = caller.name if caller is not None else None
             log.warning("OPC UA %s on %s refused: %r (role %r) may not control", what, target, who, role)
-            return _refusal(ua.StatusCodes.BadUserAccessDenied, f"role {role!r} may not send commands")
+            message = f"role {role!r} may not send commands"
+            audit_refusal = getattr(port, "refused", None)  # optional: the port audits it
+            if audit_refusal is not None:
+                await audit_refusal(who, role, target, what, message)
+            return _refusal(ua.StatusCodes.BadUserAccessDenied, message)
         user = caller.name or ""
         try:
             outcome = await call(port, user, role, target)

@@ -52,7 +52,8 @@ DEMO_LINES = {
     "skz": ("skz-rectifier", Framing.RTU,
             {"u_out": "u_out", "i_out": "i_out", "potential": "e_pol", "mode": "mode",
              "setpoint": "setpoint_e_pol"}),
-    "valves": ("smart-valve-actuator", Framing.TCP, {"position": "position"}),
+    "valves": ("smart-valve-actuator", Framing.TCP,
+               {"position": "position", "remote": "remote", "fault": "fault"}),
 }
 # A tag read from one point and commanded through another (an actuator's feedback and its
 # set-point register): the source's "write_point".

@@ -66,6 +66,12 @@ class _Commands:
     async def operate(self, user: str, role: str, command_id: str) -> dict[str, Any]:
         return await self._run(self._pipeline.operate(self._operator(user, role), command_id))
 
+    async def refused(self, user: str | None, role: str | None, target: str, method: str,
+                      message: str) -> None:
+        """The server refused a call before the port: audited like the pipeline's refusals."""
+        self._control.refused_before_the_pipeline(user, role, target, "role", message,
+                                                  via="opcua", method=method)
+
     async def cancel(self, user: str, role: str, command_id: str) -> dict[str, Any]:
         async def cancel() -> Command:
             return self._pipeline.cancel(self._operator(user, role), command_id, "cancelled over OPC UA")

@@ -96,6 +96,10 @@ _INTERNAL = {
 _VALVE = [
     TagTemplate("position", "%", "valve position (0 closed, 100 open)", range_low=0.0,
                 range_high=100.0, expected_period_s=30, writable=True),
+    TagTemplate("remote", "", "actuator selector in REMOTE (false: LOCAL or OFF, commands "
+                "from here are ignored)", data_type="bool", expected_period_s=30),
+    TagTemplate("fault", "", "actuator fault (torque trip, motor thermostat, phase loss)",
+                data_type="bool", expected_period_s=30),
 ]
 
 

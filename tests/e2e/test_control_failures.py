@@ -1,11 +1,14 @@
 """Commands that fail in the field, end to end on the simulated field: a valve actuator in LOCAL
-never reports the new position, an SKZ rectifier answers the write with a Modbus exception. Each
+is refused at select (its selector bit is a tag), one switched to LOCAL mid-stroke never reports
+the new position, an SKZ rectifier answers the write with a Modbus exception. Each
 command ends failed with the reason; the tag keeps its old, good value; the audit log holds every
 step. The faults come from the simulated plant's fault-injection hooks."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -79,22 +82,64 @@ def _good_value(live: LiveServer, path: str) -> Any:
     return cur["value"]
 
 
-def test_a_valve_in_local_never_reports_the_new_position(live: LiveServer) -> None:
+def _wait_for(what: str, predicate: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (got := predicate()):
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.1)
+    return got
+
+
+def _remote(live: LiveServer, path: str = "valve/V-R1/remote") -> Any:
+    cur = live.gql('query($p: String!) { tag(path: $p) { current { value good } } }',
+                   {"p": path}, role="operator")["data"]["tag"]["current"]
+    return cur["value"] if cur and cur["good"] else None
+
+
+def test_a_valve_in_local_is_refused_at_select(live: LiveServer) -> None:
+    """The actuator's selector bit is a tag: LOCAL is known before anything is written."""
+    assert _wait_value(live, "valve/V-R1/position") == 100.0
+    plant, unit = _plant_of(live, "valve/V-R1/position")
+    _wait_for("REMOTE on the remote tag", lambda: _remote(live) is True)
+    _on_loop(live, plant.set_local, unit, True)
+    try:
+        _wait_for("LOCAL on the remote tag", lambda: _remote(live) is False)
+        sel = _select(live, "operator", "valve", "V-R1", "set_position", 80.0)
+        assert sel["__typename"] == "CommandRefusal" and sel["rule"] == "actuator", sel
+        assert "LOCAL" in sel["message"] and "V-R1" in sel["message"]
+    finally:
+        _on_loop(live, plant.set_local, unit, False)
+    _wait_for("REMOTE again", lambda: _remote(live) is True)
+    assert plant.devices[unit].values["position"] == 100.0  # nothing was written
+
+
+def test_a_valve_switched_to_local_mid_stroke_never_reports_the_new_position(
+        live: LiveServer) -> None:
     tag = "valve/V-R1/position"
     assert _wait_value(live, tag) == 100.0
     plant, unit = _plant_of(live, tag)
-    _on_loop(live, plant.set_local, unit, True)
+    _wait_for("REMOTE on the remote tag", lambda: _remote(live) is True)
+    sel = _select(live, "operator", "valve", "V-R1", "set_position", 80.0)
+    assert sel["__typename"] == "CommandSuccess", sel
+    command_id = sel["command"]["id"]
+    pipeline = live.server.config.app.state.control.pipeline
+    outcome: dict[str, Any] = {}
+    operating = threading.Thread(target=lambda: outcome.update(_operate(live, "operator", command_id)))
+    operating.start()
     try:
+        # once it is operating the checks have passed; the field man turns the selector now
+        _wait_for("the command operating", lambda: _on_loop(live, lambda: next(
+            c.state.value for c in pipeline.commands() if c.id == command_id)) != "selected")
+        _on_loop(live, plant.set_local, unit, True)
+        operating.join(READBACK_TIMEOUT_S + 30)
+        assert not operating.is_alive()
+        cmd = outcome
+        assert cmd["state"] == "failed", cmd
+        assert cmd["outcome"].startswith(f"no read-back of 80.0 within {READBACK_TIMEOUT_S} s "
+                                         "(last value "), cmd
+        assert 80.0 < plant.devices[unit].values["position"] <= 100.0  # it stopped short
         status = _on_loop(live, lambda: int(plant.devices[unit].values["status"]))
         assert not status & 1 << 5  # the actuator's `remote` bit is off
-        sel = _select(live, "operator", "valve", "V-R1", "set_position", 80.0)
-        assert sel["__typename"] == "CommandSuccess", sel  # the platform does not know of LOCAL
-        cmd = _operate(live, "operator", sel["command"]["id"])
-        assert cmd["state"] == "failed", cmd
-        assert cmd["outcome"] == (f"no read-back of 80.0 within {READBACK_TIMEOUT_S} s "
-                                  "(last value 100.0)"), cmd
-        assert plant.devices[unit].values["position"] == 100.0  # the actuator never moved
-        assert _good_value(live, tag) == 100.0
     finally:
         _on_loop(live, plant.set_local, unit, False)
     steps = _steps(live, cmd["id"])
@@ -105,7 +150,6 @@ def test_a_valve_in_local_never_reports_the_new_position(live: LiveServer) -> No
     assert steps[-1]["diff"]["outcome"] == cmd["outcome"]
     assert steps[-1]["diff"]["state"] == "failed"
     assert [st["outcome"] for st in steps] == ["ok", "ok", "ok", "failed"]  # findable by outcome
-    assert _good_value(live, tag) == 100.0  # back in REMOTE the dropped command is not executed
 
 
 def test_an_skz_rectifier_that_rejects_the_write_fails_the_command(live: LiveServer) -> None:

@@ -38,8 +38,8 @@ def _seed(url: str) -> None:
                                                                            ("V-M1", False))),
                 ], audit.Actor("t", "admin"))
                 await tags.ensure_tags(s)
-                # 2 SKZ x 5 + corrector x 5, station x 7, remote valve x 1 (manual: no tag)
-                assert await assign_demo_sources(s) == 15 + 7 + 1
+                # 2 SKZ x 5 + corrector x 5, station x 7, remote valve x 3 (manual: no tag)
+                assert await assign_demo_sources(s) == 15 + 7 + 3
         finally:
             await engine.dispose()
 
@@ -97,9 +97,12 @@ def test_remote_valve_position_comes_from_its_actuator(live: LiveServer) -> None
     deadline = time.monotonic() + 15
     while True:
         got = {t["path"]: t["current"] for t in live.gql(query)["data"]["tags"]}
-        if got.get("valve/V-R1/position") and got["valve/V-R1/position"]["good"]:
+        if all(got.get(f"valve/V-R1/{n}") and got[f"valve/V-R1/{n}"]["good"]
+               for n in ("position", "remote", "fault")):
             break
         assert time.monotonic() < deadline, got
         time.sleep(0.2)
-    assert set(got) == {"valve/V-R1/position"}  # only remotely operable valves have the tag
+    # only remotely operable valves have tags: the actuator's feedback and status bits
+    assert set(got) == {"valve/V-R1/position", "valve/V-R1/remote", "valve/V-R1/fault"}
     assert got["valve/V-R1/position"]["value"] == 100.0  # the actuator starts fully open
+    assert got["valve/V-R1/remote"]["value"] is True and got["valve/V-R1/fault"]["value"] is False

@@ -141,3 +141,14 @@ def test_node_opcua_as_crew_is_refused_at_select(
     assert "may not send commands" in json.loads(crew["select"]["output"][0])["message"]
     assert {c["id"] for c in _commands(live)} == before  # nothing selected
     assert _value(live, VALVE) == 100.0
+    # the refusal never reached the pipeline, and is audited all the same
+    app = live.server.config.app
+    asyncio.run_coroutine_threadsafe(app.state.control.flush(), app.state.loop).result(10)
+    body = live.gql('{ auditLog(first: 20, filter: {operationPrefix: "command.refused", '
+                    'targetId: "station:GRP-01"}) { edges { node { actor role outcome diff } } } }',
+                    role="admin")
+    assert "errors" not in body, body
+    refusals = [e["node"] for e in body["data"]["auditLog"]["edges"] if e["node"]["actor"] == "crew"]
+    assert refusals and refusals[0]["role"] == "crew" and refusals[0]["outcome"] == "refused"
+    assert refusals[0]["diff"]["via"] == "opcua" and refusals[0]["diff"]["rule"] == "role"
+    assert "may not send commands" in refusals[0]["diff"]["message"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from server.estimation_watch import EstimationWatch
-from twin_jax import solve_steady
 from tests.numerics.test_estimation import LOAD, TRUTH, _district, town  # noqa: F401  (fixture)
+from twin_jax import solve_steady
 
 CYCLES = 20
 BIASED_NODE_PA = 600.0

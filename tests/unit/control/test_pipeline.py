@@ -26,8 +26,8 @@ async def test_select_then_operate_writes_and_reads_back(env: tuple) -> None:  #
     f, clock, events, p = env
     cmd = await p.select(OP, V, "V1", Action.close, None, "leak reported at Lenina 5")
     assert cmd.state is CommandState.selected and cmd.impact.consumers_cut_off == 0
-    assert cmd.checks == ["role", "area", "action", "remote", "communication", "lockout", "rate",
-                          "limits", "ratings", "critical_consumers"]
+    assert cmd.checks == ["role", "area", "action", "remote", "communication", "actuator", "lockout",
+                          "rate", "limits", "ratings", "critical_consumers"]
     clock.advance(10)
     done = await p.operate(OP, cmd.id)
     assert done.state is CommandState.succeeded and f.writes == [("valve/V1/position", 0.0)]
