@@ -41,7 +41,6 @@ are cancelled and the refusal names the station.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -60,6 +59,7 @@ from erp.services.pressure_plans import PlanRejected, StoredPlan
 from erp.services.registry import load_levels
 from realtime.model import Quality
 from realtime.store import TagStore
+from server.job_worker import JobWorker
 from server.twin_runner import TwinRunner
 
 __all__ = ["CHANGE_THRESHOLD_PA", "DELIVERY_MINIMUM_PA_GAUGE", "PlanRejected", "PressurePlanRunner"]
@@ -157,47 +157,30 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class PressurePlanRunner:
+class PressurePlanRunner(JobWorker[None]):
     """Queues pressure plans, optimises them one at a time on the live twin, and turns an hour
-    of a plan into selected commands (module docstring)."""
+    of a plan into selected commands (module docstring). The queue, its worker task and
+    `start`/`stop` are `JobWorker`'s; its queue carries only the plan's id."""
+
+    _task_name = "pressure-plans"
+    _log = log
+    _noun = "pressure plan"
+    _crash_log = "pressure plan %s: could not be made or recorded"
+    _crash_error = "internal error while making the plan (see the server log)"
+    _stopped_error = "the server stopped before the plan was made; ask again"
 
     def __init__(self, db: Any, twin: TwinRunner, control: CommandPipeline | None = None,
                  tags: TagStore | None = None, *, air_temperature_c: float | None = None,
                  level_minimum_pa_gauge: Mapping[str, float] = DELIVERY_MINIMUM_PA_GAUGE,
                  local_utc_offset_h: float = 3.0, max_pending: int = MAX_PENDING,
                  clock: Callable[[], dt.datetime] = _utcnow) -> None:
-        self._db = db
-        self._twin = twin
+        super().__init__(db, store, twin, max_pending=max_pending)
         self._control = control
         self._tags = tags
         self._air_c = air_temperature_c
         self._level_minimum = dict(level_minimum_pa_gauge)
         self._utc_offset = dt.timedelta(hours=local_utc_offset_h)
-        self._max_pending = max_pending
         self._clock = clock
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._pending: dict[str, None] = {}  # queued or running in this process, in order
-        self._task: asyncio.Task[None] | None = None
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Begin taking plans off the queue."""
-        self._task = asyncio.create_task(self._run(), name="pressure-plans")
-
-    async def stop(self) -> None:
-        """Stop; plans still queued or running here are recorded as failed. Idempotent."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for pid in list(self._pending):
-            with contextlib.suppress(Exception):
-                rec = await self.get(pid)
-                if rec is not None and rec.status not in store.FINISHED:
-                    await self._fail(pid, "the server stopped before the plan was made; ask again")
-        self._pending.clear()
 
     # -- asking -------------------------------------------------------------------------------
 
@@ -237,9 +220,8 @@ class PressurePlanRunner:
                  "margin_pa": margin_pa}
         try:
             spec = self._spec(plan_date, air_temperature_c, margin_pa)
-            if len(self._pending) >= self._max_pending:
-                raise PlanRejected(f"{len(self._pending)} plans are queued or being made already "
-                                   f"(at most {self._max_pending}); try again when some are done")
+            self._refuse_if_full(PlanRejected, "plans are queued or being made",
+                                 "try again when some are done")
         except PlanRejected as exc:
             await self._audit(actor, _OPERATION_PROPOSE, [], {**asked, "reason": str(exc)},
                               "refused")
@@ -250,8 +232,7 @@ class PressurePlanRunner:
                 _OPERATION_PROPOSE, [f"pressure_plan:{rec.id}"],
                 {"date": plan_date.isoformat(), "spec": rec.spec,
                  "status": {"before": None, "after": "queued"}}))
-        self._pending[rec.id] = None
-        self._queue.put_nowait(rec.id)
+        self._enqueue(rec.id, None)
         return rec
 
     async def get(self, plan_id: str) -> StoredPlan | None:
@@ -353,49 +334,17 @@ class PressurePlanRunner:
 
     # -- running ------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        while True:
-            pid = await self._queue.get()
-            try:
-                await self._execute(pid)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the worker must survive a bad plan or a lost database
-                log.exception("pressure plan %s: could not be made or recorded", pid)
-                with contextlib.suppress(Exception):
-                    await self._fail(pid, "internal error while making the plan (see the server log)")
-            self._pending.pop(pid, None)
-
-    async def _execute(self, pid: str) -> None:
+    async def _execute(self, pid: str, job: None) -> None:
         async with self._db.begin() as s:
             rec = await store.set_running(s, pid)
             levels = {code: (b.min_pa_gauge, b.max_pa_gauge)
                       for code, b in (await load_levels(s)).items()}
-        current = self._twin.current()
-        if current is None:
-            why = f" (last error: {self._twin.error})" if self._twin.error else ""
-            await self._fail(pid, "the live twin has no solved state yet: it is still starting "
-                                  f"or its solves fail{why}; nothing to plan from")
+        state = await self._live_state(pid, "nothing to plan from")
+        if state is None:
             return
-        model, params, _ = current
-        latest = self._twin.latest
-        at = latest.at.isoformat() if latest is not None and latest.status == "converged" else None
-        try:
-            ok, summary, result, error = await asyncio.to_thread(
-                _optimize, model, params, rec.spec, levels, self._level_minimum, at)
-        except (PlanRejected, ValueError) as exc:  # malformed problem: no station, no level
-            await self._fail(pid, f"the plan cannot be made on this network: {exc}")
-            return
-        except Exception as exc:
-            log.exception("pressure plan %s failed", pid)
-            await self._fail(pid, f"{type(exc).__name__}: {exc}")
-            return
-        async with self._db.begin() as s:
-            if ok:
-                await store.finish(s, pid, summary, result)
-            else:
-                await store.fail(s, pid, error, summary=summary, result=result)
-
-    async def _fail(self, pid: str, error: str) -> None:
-        async with self._db.begin() as s:
-            await store.fail(s, pid, error)
+        model, params, _, at = state
+        outcome = await self._in_thread(  # a malformed problem (no station, no level) misfits
+            pid, (PlanRejected, ValueError), "the plan cannot be made on this network",
+            _optimize, model, params, rec.spec, levels, self._level_minimum, at)
+        if outcome is not None:
+            await self._record(pid, *outcome)

@@ -32,7 +32,6 @@ JAX is imported only inside the functions that solve (the twin runs, so it is lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -44,6 +43,7 @@ import numpy as np
 from erp.services import audit
 from erp.services import twin_scenarios as store
 from erp.services.twin_scenarios import ScenarioRejected, StoredScenario
+from server.job_worker import JobWorker
 from server.twin_runner import TwinRunner
 
 __all__ = ["DESIGN_HOUR", "MAX_PENDING", "ScenarioRejected", "ScenarioRunner", "normalize"]
@@ -320,44 +320,22 @@ def _coord(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-class ScenarioRunner:
-    """Queues what-if scenarios and runs them one at a time on the live twin (module docstring)."""
+class ScenarioRunner(JobWorker[tuple[str, dict[str, Any]]]):
+    """Queues what-if scenarios (and leak localizations) and runs them one at a time on the live
+    twin (module docstring). The queue, its worker task, `start`/`stop` and `pending` are
+    `JobWorker`'s; its queue carries each job's id, kind and spec."""
+
+    _task_name = "twin-scenarios"
+    _log = log
+    _noun = "scenario"
+    _crash_log = "scenario %s: could not be run or recorded"
+    _crash_error = "internal error while running the scenario (see the server log)"
+    _stopped_error = "the server stopped before the scenario finished; run it again"
 
     def __init__(self, db: Any, twin: TwinRunner, *, max_pending: int = MAX_PENDING) -> None:
-        self._db = db
-        self._twin = twin
-        self._max_pending = max_pending
-        self._queue: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
-        self._pending: dict[str, None] = {}  # queued or running in this process, in order
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(db, store, twin, max_pending=max_pending)
         self._index: tuple[Any, Any] | None = None  # (model, IsolationIndex of its network)
         self._index_lock = asyncio.Lock()
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Begin taking scenarios off the queue."""
-        self._task = asyncio.create_task(self._run(), name="twin-scenarios")
-
-    async def stop(self) -> None:
-        """Stop; scenarios still queued or running here are recorded as failed. Idempotent."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for sid in list(self._pending):
-            with contextlib.suppress(Exception):
-                rec = await self.get(sid)
-                if rec is not None and rec.status not in store.FINISHED:
-                    await self._fail(sid, "the server stopped before the scenario finished; "
-                                          "run it again")
-        self._pending.clear()
-
-    @property
-    def pending(self) -> int:
-        """Scenarios queued or running in this process."""
-        return len(self._pending)
 
     # -- asking -------------------------------------------------------------------------------
 
@@ -369,10 +347,8 @@ class ScenarioRunner:
             current = self._twin.current()
             if current is not None:
                 twin_spec(current[0], normalized, demands=False)
-            if len(self._pending) >= self._max_pending:
-                raise ScenarioRejected(f"{len(self._pending)} scenarios are queued or running "
-                                       f"already (at most {self._max_pending}); try again when "
-                                       f"some have finished")
+            self._refuse_if_full(ScenarioRejected, "scenarios are queued or running",
+                                 "try again when some have finished")
         except ScenarioRejected as exc:
             async with self._db.begin() as s:
                 await audit.record(s, actor, audit.AuditEntry(
@@ -384,8 +360,7 @@ class ScenarioRunner:
             await audit.record(s, actor, audit.AuditEntry(
                 "twin.scenario.run", [f"scenario:{rec.id}"],
                 {"name": name, "spec": rec.spec, "status": {"before": None, "after": "queued"}}))
-        self._pending[rec.id] = None
-        self._queue.put_nowait((rec.id, rec.kind, normalized))
+        self._enqueue(rec.id, (rec.kind, normalized))
         return rec
 
     async def locate_leak(self, area: str | None, window_s: float, *, actor: audit.Actor
@@ -402,9 +377,8 @@ class ScenarioRunner:
             model = self._twin.network_model
             if model is not None and area is not None and area not in set(model.node_area):
                 raise ScenarioRejected(f"no nodes in area {area!r}")
-            if len(self._pending) >= self._max_pending:
-                raise ScenarioRejected(f"{len(self._pending)} twin jobs are queued or running "
-                                       f"already (at most {self._max_pending}); try again later")
+            self._refuse_if_full(ScenarioRejected, "twin jobs are queued or running",
+                                 "try again later")
         except ScenarioRejected as exc:
             async with self._db.begin() as s:
                 await audit.record(s, actor, audit.AuditEntry(
@@ -416,8 +390,7 @@ class ScenarioRunner:
             await audit.record(s, actor, audit.AuditEntry(
                 "twin.leak.locate", [f"scenario:{rec.id}"],
                 {"spec": rec.spec, "status": {"before": None, "after": "queued"}}))
-        self._pending[rec.id] = None
-        self._queue.put_nowait((rec.id, rec.kind, rec.spec))
+        self._enqueue(rec.id, (rec.kind, rec.spec))
         return rec
 
     async def get(self, scenario_id: str) -> StoredScenario | None:
@@ -458,50 +431,25 @@ class ScenarioRunner:
 
     # -- running ------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        while True:
-            sid, kind, spec = await self._queue.get()
-            try:
-                if kind == "leak_localization":
-                    await self._localize(sid, spec)
-                else:
-                    await self._execute(sid, spec)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the worker must survive a bad scenario or a lost database
-                log.exception("scenario %s: could not be run or recorded", sid)
-                with contextlib.suppress(Exception):
-                    await self._fail(sid, "internal error while running the scenario (see the "
-                                          "server log)")
-            self._pending.pop(sid, None)
+    async def _execute(self, sid: str, job: tuple[str, dict[str, Any]]) -> None:
+        kind, spec = job
+        if kind == "leak_localization":
+            await self._localize(sid, spec)
+        else:
+            await self._what_if(sid, spec)
 
-    async def _execute(self, sid: str, spec: dict[str, Any]) -> None:
+    async def _what_if(self, sid: str, spec: dict[str, Any]) -> None:
         async with self._db.begin() as s:
             await store.set_running(s, sid)
-        current = self._twin.current()
-        if current is None:
-            why = f" (last error: {self._twin.error})" if self._twin.error else ""
-            await self._fail(sid, "the live twin has no solved state yet: it is still starting "
-                                  f"or its solves fail{why}; nothing to run the scenario against")
+        state = await self._live_state(sid, "nothing to run the scenario against")
+        if state is None:
             return
-        model, params, baseline = current
-        latest = self._twin.latest
-        at = latest.at.isoformat() if latest is not None and latest.status == "converged" else None
-        try:
-            ok, summary, result, error = await asyncio.to_thread(_solve, model, params, baseline,
-                                                                 spec, at)
-        except ScenarioRejected as exc:  # the network changed since the scenario was queued
-            await self._fail(sid, f"the scenario no longer fits the network: {exc}")
-            return
-        except Exception as exc:
-            log.exception("scenario %s failed", sid)
-            await self._fail(sid, f"{type(exc).__name__}: {exc}")
-            return
-        async with self._db.begin() as s:
-            if ok:
-                await store.finish(s, sid, summary, result)
-            else:
-                await store.fail(s, sid, error, summary=summary, result=result)
+        model, params, baseline, at = state
+        outcome = await self._in_thread(  # misfits when the network changed since it was queued
+            sid, ScenarioRejected, "the scenario no longer fits the network",
+            _solve, model, params, baseline, spec, at)
+        if outcome is not None:
+            await self._record(sid, *outcome)
 
     async def _localize(self, sid: str, spec: dict[str, Any]) -> None:
         async with self._db.begin() as s:
@@ -527,7 +475,3 @@ class ScenarioRunner:
                    "seconds": round(time.perf_counter() - t0, 3)}
         async with self._db.begin() as s:
             await store.finish(s, sid, summary, result)
-
-    async def _fail(self, sid: str, error: str) -> None:
-        async with self._db.begin() as s:
-            await store.fail(s, sid, error)

@@ -5,23 +5,21 @@ A scenario is recorded `queued` when someone asks for it, `running` while a serv
 solves it, then `done` (with its summary and the whole outcome) or `failed` (with the reason).
 The spec, the summary and the result are plain JSON: what the solver needs and what it found,
 never objects of the twin. Every function takes an `AsyncSession` and never commits: the caller
-owns the transaction.
+owns the transaction. The life cycle is the one all twin jobs share (`erp.services.jobs`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from erp.adapters import orm
+from erp.services import jobs
 
 __all__ = [
     "FINISHED",
@@ -37,10 +35,10 @@ __all__ = [
     "set_running",
 ]
 
-STATUSES: Final = ("queued", "running", "done", "failed")
+STATUSES: Final = jobs.STATUSES
 KINDS: Final = ("what_if", "leak_localization")
-FINISHED: Final = frozenset({"done", "failed"})
-MAX_PAGE: Final = 200
+FINISHED: Final = jobs.FINISHED
+MAX_PAGE: Final = jobs.MAX_PAGE
 
 
 class ScenarioRejected(ValueError):
@@ -65,33 +63,15 @@ class StoredScenario:
     finished_at: dt.datetime | None
 
 
-def _stored(row: orm.TwinScenarioRow) -> StoredScenario:
+def _stored(row: orm.TwinScenarioRow, *, with_result: bool = True) -> StoredScenario:
+    """The record of a row; `with_result=False` for a row loaded without its result (lists)."""
     return StoredScenario(id=row.id, kind=row.kind, name=row.name, created_at=row.created_at,
                           created_by=row.created_by, status=row.status, spec=row.spec,
-                          summary=row.summary, result=row.result, error=row.error,
-                          started_at=row.started_at, finished_at=row.finished_at)
+                          summary=row.summary, result=row.result if with_result else None,
+                          error=row.error, started_at=row.started_at, finished_at=row.finished_at)
 
 
-def _json(value: Any) -> Any:
-    """A strictly JSON-safe copy: non-finite floats become null (PostgreSQL's JSON refuses NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json(v) for v in value]
-    return value
-
-
-def _now(now: dt.datetime | None) -> dt.datetime:
-    return (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-
-
-async def _row(session: AsyncSession, scenario_id: str) -> orm.TwinScenarioRow:
-    row = await session.get(orm.TwinScenarioRow, scenario_id)
-    if row is None:
-        raise KeyError(f"no scenario {scenario_id!r}")
-    return row
+_SCENARIOS: Final = jobs.JobTable(orm.TwinScenarioRow, noun="scenario")
 
 
 async def create(session: AsyncSession, spec: Mapping[str, Any], *, name: str = "",
@@ -101,54 +81,34 @@ async def create(session: AsyncSession, spec: Mapping[str, Any], *, name: str = 
     unless one is given."""
     if kind not in KINDS:
         raise ValueError(f"unknown twin job kind {kind!r}")
-    row = orm.TwinScenarioRow(id=scenario_id or str(uuid.uuid4()), kind=kind, name=name[:200],
-                              created_at=_now(now), created_by=created_by, status="queued",
-                              spec=_json(dict(spec)))
-    session.add(row)
-    await session.flush()
-    return _stored(row)
+    return _stored(await _SCENARIOS.create(session, spec, created_by=created_by,
+                                           job_id=scenario_id, now=now, kind=kind,
+                                           name=name[:200]))
 
 
 async def set_running(session: AsyncSession, scenario_id: str,
                       now: dt.datetime | None = None) -> StoredScenario:
     """Mark a scenario as being solved."""
-    row = await _row(session, scenario_id)
-    row.status = "running"
-    row.started_at = _now(now)
-    await session.flush()
-    return _stored(row)
+    return _stored(await _SCENARIOS.set_running(session, scenario_id, now))
 
 
 async def finish(session: AsyncSession, scenario_id: str, summary: Mapping[str, Any],
                  result: Mapping[str, Any], now: dt.datetime | None = None) -> StoredScenario:
     """Mark a scenario done with its summary and full outcome."""
-    row = await _row(session, scenario_id)
-    row.status = "done"
-    row.summary = _json(dict(summary))
-    row.result = _json(dict(result))
-    row.error = None
-    row.finished_at = _now(now)
-    await session.flush()
-    return _stored(row)
+    return _stored(await _SCENARIOS.finish(session, scenario_id, summary, result, now))
 
 
 async def fail(session: AsyncSession, scenario_id: str, error: str, *,
                summary: Mapping[str, Any] | None = None, result: Mapping[str, Any] | None = None,
                now: dt.datetime | None = None) -> StoredScenario:
     """Mark a scenario failed, saying why (and keeping what was found, if anything)."""
-    row = await _row(session, scenario_id)
-    row.status = "failed"
-    row.error = error
-    row.summary = _json(dict(summary)) if summary is not None else row.summary
-    row.result = _json(dict(result)) if result is not None else row.result
-    row.finished_at = _now(now)
-    await session.flush()
-    return _stored(row)
+    return _stored(await _SCENARIOS.fail(session, scenario_id, error, summary=summary,
+                                         result=result, now=now))
 
 
 async def get(session: AsyncSession, scenario_id: str) -> StoredScenario | None:
     """One scenario, or None."""
-    row = await session.get(orm.TwinScenarioRow, scenario_id)
+    row = await _SCENARIOS.get(session, scenario_id)
     return _stored(row) if row is not None else None
 
 
@@ -159,18 +119,7 @@ async def list_scenarios(session: AsyncSession, first: int = 20, *, status: str 
 
     Lists load everything but the (large) result of each scenario: `result` is None in them
     (read one scenario with `get` for it)."""
-    q = (select(orm.TwinScenarioRow).options(defer(orm.TwinScenarioRow.result))
-         .order_by(orm.TwinScenarioRow.created_at.desc(), orm.TwinScenarioRow.id)
-         .limit(max(1, min(first, MAX_PAGE))))
-    q = q.where(orm.TwinScenarioRow.kind == kind)
-    if status is not None:
-        q = q.where(orm.TwinScenarioRow.status == status)
+    q = (_SCENARIOS.newest(first, status).options(defer(orm.TwinScenarioRow.result))
+         .where(orm.TwinScenarioRow.kind == kind))
     rows = (await session.execute(q)).scalars().all()
-    return [_stored_light(r) for r in rows]
-
-
-def _stored_light(row: orm.TwinScenarioRow) -> StoredScenario:
-    return StoredScenario(id=row.id, kind=row.kind, name=row.name, created_at=row.created_at,
-                          created_by=row.created_by, status=row.status, spec=row.spec,
-                          summary=row.summary, result=None, error=row.error,
-                          started_at=row.started_at, finished_at=row.finished_at)
+    return [_stored(r, with_result=False) for r in rows]
