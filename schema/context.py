@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # the session factory is handed in by the server; resolvers n
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from schema.forecast import ForecastService
-    from schema.pressure_plan import PressurePlanService
-    from schema.twin import ScenarioService
+    from schema.pressure_plan import PlanRecords, PressurePlanService
+    from schema.twin import ScenarioRecords, ScenarioService
 
 __all__ = ["MISSING", "Context", "Loaders", "Services"]
 
@@ -45,6 +45,11 @@ class Services:
     twin: TwinReader | None = None  # None when the live twin does not run in this process
     scenarios: ScenarioService | None = None  # what-if jobs; None without the live twin here
     pressure_plans: PressurePlanService | None = None  # DSS-1 plans; None without the live twin
+    # Recorded twin jobs and plans, read from the database in any process (with or without the
+    # twin): a process that does not run the twin still answers scenario(s), leakLocalization(s)
+    # and pressurePlan(s).
+    scenario_records: ScenarioRecords | None = None
+    plan_records: PlanRecords | None = None
     forecasts: ForecastService | None = None  # demand forecasts; None without the live twin
     # Map backgrounds offered to pages besides none (schematic): (name, XYZ URL template).
     map_tiles: tuple[tuple[str, str], ...] = ()

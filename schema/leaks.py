@@ -21,7 +21,7 @@ from erp.services.twin_scenarios import STATUSES, ScenarioRejected, StoredScenar
 from schema.context import Context
 from schema.errors import Forbidden
 from schema.permissions import Can, actor_of, refusal
-from schema.twin import ScenarioRefusal
+from schema.twin import ScenarioRefusal, scenario_records
 
 __all__ = ["LEAK_MUTATIONS", "LeakQuery"]
 
@@ -125,7 +125,7 @@ class LeakQuery:
     @strawberry.field(permission_classes=[Can("twin.read")],
                       description="One leak localization (null if there is none with this id).")
     async def leak_localization(self, info: Info[Context, Any], id: str) -> LeakLocalization | None:
-        runner = info.context.services.scenarios
+        runner = scenario_records(info)
         rec = await runner.get(id) if runner is not None else None
         return _of(rec, info) if rec is not None and rec.kind == KIND else None
 
@@ -139,7 +139,7 @@ class LeakQuery:
             raise ValueError("first must be between 1 and 100")
         if status is not None and status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}")
-        runner = info.context.services.scenarios
+        runner = scenario_records(info)
         if runner is None:
             return []
         scope = info.context.areas()

@@ -33,15 +33,20 @@ from schema.permissions import Can, actor_of, refusal
 __all__ = ["PressurePlanMutation", "PressurePlanQuery", "PressurePlanService"]
 
 
-class PressurePlanService(Protocol):
-    """What the schema needs of the server's pressure-plan runner (`server/pressure_plan.py`)."""
-
-    async def propose(self, plan_date: dt.date, *, air_temperature_c: float | None = None,
-                      margin_pa: float = 100.0, actor: audit.Actor) -> StoredPlan: ...
+class PlanRecords(Protocol):
+    """Reading recorded pressure plans: any server process can, with or without the live twin
+    (`server/pressure_plan.py` `StoredPlans`)."""
 
     async def get(self, plan_id: str) -> StoredPlan | None: ...
 
     async def recent(self, first: int = 20, status: str | None = None) -> list[StoredPlan]: ...
+
+
+class PressurePlanService(PlanRecords, Protocol):
+    """What the schema needs of the server's pressure-plan runner (`server/pressure_plan.py`)."""
+
+    async def propose(self, plan_date: dt.date, *, air_temperature_c: float | None = None,
+                      margin_pa: float = 100.0, actor: audit.Actor) -> StoredPlan: ...
 
     async def accept_hour(self, plan_id: str, hour: int, *, operator: Operator, reason: str,
                           actor: audit.Actor) -> tuple[StoredPlan, list[Command]]: ...
@@ -239,7 +244,7 @@ class PressurePlanQuery:
     @strawberry.field(permission_classes=[Can("twin.read")],
                       description="One pressure plan (null if there is none with this id).")
     async def pressure_plan(self, info: Info[Context, Any], id: str) -> PressurePlan | None:
-        runner = info.context.services.pressure_plans
+        runner = info.context.services.plan_records or info.context.services.pressure_plans
         rec = await runner.get(id) if runner is not None else None
         return _plan(rec) if rec is not None else None
 
@@ -251,5 +256,5 @@ class PressurePlanQuery:
             raise ValueError("first must be between 1 and 200")
         if status is not None and status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}")
-        runner = info.context.services.pressure_plans
+        runner = info.context.services.plan_records or info.context.services.pressure_plans
         return [_plan(r) for r in await runner.recent(first, status)] if runner else []

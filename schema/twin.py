@@ -187,21 +187,33 @@ def _state(snap: NetworkSnapshot, period_s: float, area: str | None, scope: froz
 # --- what-if scenarios and burst isolation --------------------------------------------------
 
 
-class ScenarioService(Protocol):
-    """What the schema needs of the server's scenario runner (`server/twin_scenarios.py`)."""
-
-    async def submit(self, spec: Mapping[str, Any], *, name: str,
-                     actor: audit.Actor) -> StoredScenario: ...
+class ScenarioRecords(Protocol):
+    """Reading recorded twin jobs (scenarios, leak localizations): any server process can,
+    with or without the live twin (`server/twin_scenarios.py` `StoredScenarios`)."""
 
     async def get(self, scenario_id: str) -> StoredScenario | None: ...
 
     async def recent(self, first: int = 20, status: str | None = None,
                      kind: str = "what_if") -> list[StoredScenario]: ...
 
+
+class ScenarioService(ScenarioRecords, Protocol):
+    """What the schema needs of the server's scenario runner (`server/twin_scenarios.py`)."""
+
+    async def submit(self, spec: Mapping[str, Any], *, name: str,
+                     actor: audit.Actor) -> StoredScenario: ...
+
     async def locate_leak(self, area: str | None, window_s: float, *,
                           actor: audit.Actor) -> StoredScenario: ...
 
     async def isolation(self, pipe_id: str) -> Any: ...
+
+
+def scenario_records(info: Info[Context, Any]) -> ScenarioRecords | None:
+    """Where recorded twin jobs are read: the database in any process (the runner's records
+    where only it was handed in)."""
+    services = info.context.services
+    return services.scenario_records or services.scenarios
 
 
 @strawberry.input(description="Set a line valve's opening.")
@@ -357,7 +369,7 @@ class Scenario:
     async def _result(self, info: Info[Context, Any]) -> Mapping[str, Any]:
         rec = self.record
         if rec.result is None and rec.status in ("done", "failed") and rec.summary is not None:
-            runner = info.context.services.scenarios  # a list item: fetch the whole outcome
+            runner = scenario_records(info)  # a list item: fetch the whole outcome
             full = await runner.get(rec.id) if runner is not None else None
             if full is not None:
                 self.record = rec = full
@@ -505,7 +517,7 @@ class TwinQuery:
     @strawberry.field(permission_classes=[Can("twin.read")],
                       description="One what-if scenario (null if there is none with this id).")
     async def scenario(self, info: Info[Context, Any], id: str) -> Scenario | None:
-        runner = info.context.services.scenarios
+        runner = scenario_records(info)
         rec = await runner.get(id) if runner is not None else None
         return _scenario(rec) if rec is not None and rec.kind == "what_if" else None
 
@@ -517,7 +529,7 @@ class TwinQuery:
             raise ValueError("first must be between 1 and 200")
         if status is not None and status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}")
-        runner = info.context.services.scenarios
+        runner = scenario_records(info)
         return [_scenario(r) for r in await runner.recent(first, status)] if runner else []
 
     @strawberry.field(permission_classes=[Can("twin.read")],

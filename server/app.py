@@ -38,13 +38,13 @@ from server.exports import export_routes
 from server.forecast import DemandForecaster
 from server.integrators import Integrators
 from server.notifications import Notifications
-from server.pressure_plan import PressurePlanRunner
+from server.pressure_plan import PressurePlanRunner, StoredPlans
 from server.push import PushEndpoint
 from server.settings import HistorianKind, Settings
 from server.telemetry import Telemetry
 from server.tiles import TileEndpoint
 from server.twin_runner import TwinRunner
-from server.twin_scenarios import ScenarioRunner
+from server.twin_scenarios import ScenarioRunner, StoredScenarios
 from server.vendor import FRONTEND_DIR, VendorAssets
 
 __all__ = ["create_app"]
@@ -236,7 +236,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     services = Services(
         db=db, bus=bus, tags=telemetry.store, historian=historian, alarms=alarms.engine,
         control=control.pipeline, twin=twin, scenarios=scenarios, pressure_plans=plans,
-        forecasts=forecasts,
+        scenario_records=StoredScenarios(db), plan_records=StoredPlans(db), forecasts=forecasts,
         signing_key=settings.signing_key(),
         access_token_ttl_s=settings.access_token_ttl_s, max_page_size=settings.max_page_size,
         response_cache=cache, map_tiles=_tile_sources(settings))

@@ -157,6 +157,24 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class StoredPlans:
+    """Recorded pressure plans, read from the database: what every server process can answer,
+    whether or not the live twin runs in it."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    async def get(self, plan_id: str) -> StoredPlan | None:
+        """One plan, or None."""
+        async with self._db() as s:
+            return await store.get(s, plan_id)
+
+    async def recent(self, first: int = 20, status: str | None = None) -> list[StoredPlan]:
+        """The newest plans first."""
+        async with self._db() as s:
+            return await store.list_plans(s, first, status=status)
+
+
 class PressurePlanRunner(JobWorker[None]):
     """Queues pressure plans, optimises them one at a time on the live twin, and turns an hour
     of a plan into selected commands (module docstring). The queue, its worker task and
@@ -237,13 +255,11 @@ class PressurePlanRunner(JobWorker[None]):
 
     async def get(self, plan_id: str) -> StoredPlan | None:
         """One plan, or None."""
-        async with self._db() as s:
-            return await store.get(s, plan_id)
+        return await StoredPlans(self._db).get(plan_id)
 
     async def recent(self, first: int = 20, status: str | None = None) -> list[StoredPlan]:
         """The newest plans first."""
-        async with self._db() as s:
-            return await store.list_plans(s, first, status=status)
+        return await StoredPlans(self._db).recent(first, status)
 
     # -- accepting ----------------------------------------------------------------------------
 

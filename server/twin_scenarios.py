@@ -320,6 +320,25 @@ def _coord(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
+class StoredScenarios:
+    """Recorded twin jobs, read from the database: what every server process can answer,
+    whether or not the live twin runs in it."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    async def get(self, scenario_id: str) -> StoredScenario | None:
+        """One scenario with its whole outcome, or None."""
+        async with self._db() as s:
+            return await store.get(s, scenario_id)
+
+    async def recent(self, first: int = 20, status: str | None = None,
+                     kind: str = "what_if") -> list[StoredScenario]:
+        """The newest jobs of a kind (without their full outcome: `get` one for it)."""
+        async with self._db() as s:
+            return await store.list_scenarios(s, first, status=status, kind=kind)
+
+
 class ScenarioRunner(JobWorker[tuple[str, dict[str, Any]]]):
     """Queues what-if scenarios (and leak localizations) and runs them one at a time on the live
     twin (module docstring). The queue, its worker task, `start`/`stop` and `pending` are
@@ -395,14 +414,12 @@ class ScenarioRunner(JobWorker[tuple[str, dict[str, Any]]]):
 
     async def get(self, scenario_id: str) -> StoredScenario | None:
         """One scenario with its whole outcome, or None."""
-        async with self._db() as s:
-            return await store.get(s, scenario_id)
+        return await StoredScenarios(self._db).get(scenario_id)
 
     async def recent(self, first: int = 20, status: str | None = None,
                      kind: str = "what_if") -> list[StoredScenario]:
         """The newest jobs of a kind (without their full outcome: `get` one for it)."""
-        async with self._db() as s:
-            return await store.list_scenarios(s, first, status=status, kind=kind)
+        return await StoredScenarios(self._db).recent(first, status, kind)
 
     async def isolation(self, pipe_id: str) -> Any:
         """The `IsolationPlan` of a burst on `pipe_id` against the live valve positions; None

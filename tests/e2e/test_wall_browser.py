@@ -10,7 +10,6 @@ are recorded straight into the server's database, as its runner would finish the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import threading
 import time
@@ -408,36 +407,6 @@ async def test_console_trend_zooms_by_reading_the_historian_again(
 
 # --- leak localizations ------------------------------------------------------------------------
 
-class _Localizations:
-    """The reading half of the server's twin-job runner, straight from its database.
-
-    The town's server runs without the live twin, and so without the runner that
-    `leakLocalizations` reads through; the wall only reads, and this reads the same records."""
-
-    def __init__(self, db: Any) -> None:
-        self._db = db
-
-    async def get(self, scenario_id: str) -> twin_scenarios.StoredScenario | None:
-        async with self._db() as s:
-            return await twin_scenarios.get(s, scenario_id)
-
-    async def recent(self, first: int = 20, status: str | None = None,
-                     kind: str = "what_if") -> list[twin_scenarios.StoredScenario]:
-        async with self._db() as s:
-            return await twin_scenarios.list_scenarios(s, first, status=status, kind=kind)
-
-
-@contextlib.contextmanager
-def _localizations_readable(live: LiveServer) -> Iterator[None]:
-    services = live.server.config.app.state.services
-    assert services.scenarios is None
-    object.__setattr__(services, "scenarios", _Localizations(services.db))  # a frozen dataclass
-    try:
-        yield
-    finally:
-        object.__setattr__(services, "scenarios", None)
-
-
 def _on_server(live: LiveServer, work: Coroutine[Any, Any, Any]) -> Any:
     app = live.server.config.app
     return asyncio.run_coroutine_threadsafe(work, app.state.loop).result(30)
@@ -500,39 +469,42 @@ async def test_the_wall_draws_the_newest_leak_localization_of_each_area(
                   ["SOUTH-N1", "SOUTH-N2", "SOUTH-N3"], detected=False)
     _localization(town.live, nodes, None, [("SOUTH-N4", 7.5, 60.0)], ["SOUTH-N4"],
                   detected=True, age_s=7 * 3600)
-    with _localizations_readable(town.live):
-        ctx, page, seen = await _open(browser, town.live, "/wall", "dispatcher", fake_clock=True)
-        try:
-            await page.wait_for_selector("#leaks li", timeout=30000)
-            panel = await page.inner_text("#leak-box")
-            assert "Leak suspected: area NORTH, ~3.4 m³/h, search region 3 nodes" in panel
-            assert "NORTH-N3" in panel
-            assert "SOUTH" not in panel and "network" not in panel and "9.9" not in panel
-            assert await page.locator("path.leak-region").count() == 1  # the NORTH triangle
-            assert await page.locator("path.leak-candidate").count() == 3  # the top three
-            assert await page.evaluate(LEAK_LABEL) == "~3.4 m³/h"
-            width = "() => document.querySelector('path.leak-region').getBoundingClientRect().width"
-            before = await page.evaluate(width)
-            await page.click("#leaks li")  # the map onto the search region
-            await page.wait_for_function(f"(w) => ({width})() > 3 * w", arg=before)
-            await page.wait_for_timeout(500)
-            ARTIFACTS.mkdir(exist_ok=True)
-            await page.screenshot(path=str(ARTIFACTS / "wall-leak-1920x1080.png"))
-            await page.locator("path.leak-candidate.best").click()
-            popup = await page.inner_text(".leaflet-popup-content")
-            assert "NORTH-N3" in popup and "48.0" in popup and "30 min" in popup
-            # A newer localization of the area: the minute's re-read draws it instead (a region
-            # of two nodes: a thick line) and leaves nothing of the one before.
-            _localization(town.live, nodes, "NORTH", [("NORTH-N4", 5.04, 52.0),
-                                                      ("NORTH-N5", 4.8, 50.0)],
-                          ["NORTH-N4", "NORTH-N5"], detected=True)
-            await page.clock.fast_forward(61_000)
-            await page.wait_for_function(f"() => ({LEAK_LABEL})() === '~5.0 m³/h'", timeout=15000)
-            assert await page.locator("path.leak-region").count() == 1
-            assert await page.locator("path.leak-candidate").count() == 2
-            assert await page.locator("#leaks li").count() == 1
-            assert "area NORTH, ~5.0 m³/h, search region 2 nodes" in await page.inner_text("#leaks")
-            assert await page.locator(".leaflet-popup").count() == 0  # it went with its marker
-        finally:
-            await ctx.close()
+    # the town's server runs without the live twin: the localizations are read from the
+    # database all the same (`Services.scenario_records`)
+    services = town.live.server.config.app.state.services
+    assert services.scenarios is None and services.scenario_records is not None
+    ctx, page, seen = await _open(browser, town.live, "/wall", "dispatcher", fake_clock=True)
+    try:
+        await page.wait_for_selector("#leaks li", timeout=30000)
+        panel = await page.inner_text("#leak-box")
+        assert "Leak suspected: area NORTH, ~3.4 m³/h, search region 3 nodes" in panel
+        assert "NORTH-N3" in panel
+        assert "SOUTH" not in panel and "network" not in panel and "9.9" not in panel
+        assert await page.locator("path.leak-region").count() == 1  # the NORTH triangle
+        assert await page.locator("path.leak-candidate").count() == 3  # the top three
+        assert await page.evaluate(LEAK_LABEL) == "~3.4 m³/h"
+        width = "() => document.querySelector('path.leak-region').getBoundingClientRect().width"
+        before = await page.evaluate(width)
+        await page.click("#leaks li")  # the map onto the search region
+        await page.wait_for_function(f"(w) => ({width})() > 3 * w", arg=before)
+        await page.wait_for_timeout(500)
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "wall-leak-1920x1080.png"))
+        await page.locator("path.leak-candidate.best").click()
+        popup = await page.inner_text(".leaflet-popup-content")
+        assert "NORTH-N3" in popup and "48.0" in popup and "30 min" in popup
+        # A newer localization of the area: the minute's re-read draws it instead (a region
+        # of two nodes: a thick line) and leaves nothing of the one before.
+        _localization(town.live, nodes, "NORTH", [("NORTH-N4", 5.04, 52.0),
+                                                  ("NORTH-N5", 4.8, 50.0)],
+                      ["NORTH-N4", "NORTH-N5"], detected=True)
+        await page.clock.fast_forward(61_000)
+        await page.wait_for_function(f"() => ({LEAK_LABEL})() === '~5.0 m³/h'", timeout=15000)
+        assert await page.locator("path.leak-region").count() == 1
+        assert await page.locator("path.leak-candidate").count() == 2
+        assert await page.locator("#leaks li").count() == 1
+        assert "area NORTH, ~5.0 m³/h, search region 2 nodes" in await page.inner_text("#leaks")
+        assert await page.locator(".leaflet-popup").count() == 0  # it went with its marker
+    finally:
+        await ctx.close()
     assert seen.errors == []
