@@ -20,6 +20,11 @@ step; call them again to restore):
   reads go on as before. `reject_writes(unit, None)` makes it accept writes again. It runs in
   the pymodbus simulator's per-device `action` hook, which sees each request before the
   datastore does, so the exception is a real exception response on the wire.
+
+With a `corrector_source` (the demo's hydraulic plant) a corrector has nothing to measure until
+the source has its first solution: until then it answers reads with exception 6 (server device
+busy), as a corrector still starting up does, so its tags are Bad rather than carrying a made-up
+pressure into the historian; afterwards it holds its last values whenever the source has none.
 """
 
 from __future__ import annotations
@@ -110,6 +115,9 @@ class ModbusPlant:
         self._server: ModbusTcpServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.hour = 9.0
+        # correctors whose source has not supplied a value yet: they answer reads "busy"
+        self._starting: set[int] = ({d.unit_id for d in devices if d.model.startswith("corrector")}
+                                    if corrector_source is not None else set())
         for d in devices:
             if d.model.startswith("corrector"):
                 d.values.update(vb=10_000.0 + 1000 * d.unit_id, vm=3_500.0 + 300 * d.unit_id,
@@ -150,6 +158,8 @@ class ModbusPlant:
         """pymodbus's per-device `action` hook: runs before the datastore serves a request
         (also the plant's own `async_getValues`/`async_setValues`, which use functions 3 and 4,
         never a write function)."""
+        if unit in self._starting and set_values is None:
+            return ExcCodes.DEVICE_BUSY
         code = self.devices[unit].write_exception
         if code is not None and set_values is not None and function_code in WRITE_FUNCTIONS:
             return ExcCodes(code)
@@ -205,8 +215,12 @@ class ModbusPlant:
         for d in self.devices.values():
             v = d.values
             if d.model.startswith("corrector"):
-                physical = (self._corrector_source(d.unit_id)
-                            if self._corrector_source is not None else None)
+                physical = None
+                if self._corrector_source is not None:
+                    physical = self._corrector_source(d.unit_id)
+                    if physical is None:  # not solved yet, or not at all: hold the last values
+                        continue
+                    self._starting.discard(d.unit_id)
                 if physical is not None:  # the hydraulic plant, through noisy sensors
                     p_abs, q_true = physical
                     qb = max(0.0, q_true * self._rng.gauss(1.0, 0.005))
@@ -251,6 +265,8 @@ class ModbusPlant:
         """Take over what clients wrote into writable registers (set-points, modes)."""
         assert self._server is not None
         for unit, d in self.devices.items():
+            if unit in self._starting:  # its registers keep what was written until it is up
+                continue
             for point in self._maps[unit].points:
                 if not point.writable or point.function is not FunctionCode.HOLDING_REGISTERS:
                     continue
@@ -261,6 +277,8 @@ class ModbusPlant:
         """Write every device's values into its registers, as its register map lays them out."""
         assert self._server is not None
         for unit, d in self.devices.items():
+            if unit in self._starting:  # nothing measured yet
+                continue
             for point in self._maps[unit].points:
                 value = d.values.get(point.name)
                 if value is None or point.bit is not None:

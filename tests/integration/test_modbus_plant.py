@@ -230,3 +230,38 @@ async def test_a_valve_actuator_in_local_keeps_its_position_and_reports_not_remo
     finally:
         client.close()
         await plant.stop()
+
+
+async def test_a_corrector_answers_busy_until_its_source_has_a_value() -> None:
+    """The demo's correctors measure the hydraulic plant: until its first solution they answer
+    'device busy', so their tags are Bad rather than a made-up pressure in the historian."""
+    port = free_port()
+    solved: dict[int, tuple[float, float]] = {}
+    plant = ModbusPlant([PlantDevice(1, "corrector-ek270-like"), PlantDevice(2, "skz-rectifier")],
+                        port, period_s=0.05, corrector_source=solved.get)
+    await plant.start()
+    driver = ModbusDriver(
+        ModbusLine("127.0.0.1", port),
+        [ModbusDevice("corr", 1, builtin_map("corrector-ek270-like"), poll_period_s=0.05),
+         ModbusDevice("skz", 2, builtin_map("skz-rectifier"), poll_period_s=0.05)],
+        {"meter/M1/p": PointRef("corr", "p_abs"), "skz/S1/potential": PointRef("skz", "e_pol")})
+    try:
+        await driver.connect()
+        await asyncio.sleep(0.2)  # a few plant steps without a solution
+        early = await driver.read(["meter/M1/p", "skz/S1/potential"])
+        assert early["meter/M1/p"].value is None and not early["meter/M1/p"].quality.is_good
+        assert early["skz/S1/potential"].quality.is_good  # the other devices are up
+        solved[1] = (252_000.0, 80.0)  # the plant's first solution: 252 kPa absolute
+        for _ in range(50):
+            got = (await driver.read(["meter/M1/p"]))["meter/M1/p"]
+            if got.quality.is_good:
+                break
+            await asyncio.sleep(0.05)
+        assert got.quality.is_good and 251_000 < got.value < 253_000, got  # type: ignore[operator]
+        del solved[1]  # no value for a while: the corrector holds its last reading
+        await asyncio.sleep(0.2)
+        held = (await driver.read(["meter/M1/p"]))["meter/M1/p"]
+        assert held.quality.is_good and 251_000 < held.value < 253_000  # type: ignore[operator]
+    finally:
+        await driver.close()
+        await plant.stop()
