@@ -20,6 +20,7 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
@@ -38,6 +39,7 @@ from schema.pressure_plan import PressurePlanMutation, PressurePlanQuery
 from schema.query import Query
 from schema.subscription import Subscription
 from schema.twin import TwinQuery, TwinSubscription
+from schema.types.tags import STATUS_CODE_SCALAR, StatusCode
 
 __all__ = ["Limits", "build_schema", "export_sdl", "sdl"]
 
@@ -101,6 +103,7 @@ def build_schema(limits: Limits | None = None,
         subscription=merge_types("Subscription", (Subscription, AlarmSubscription,
                                                   CommandSubscription, TwinSubscription,
                                                   CrewSubscription)),
+        config=StrawberryConfig(scalar_map={StatusCode: STATUS_CODE_SCALAR}),
         extensions=[
             # Factories, so each request gets fresh extension instances.
             partial(MaxTokensLimiter, max_token_count=limits.max_tokens),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, NewType
 
 import strawberry
 from strawberry.scalars import JSON
@@ -11,7 +11,17 @@ from strawberry.scalars import JSON
 from realtime.model import TagDef, TagValue
 from realtime.store import TagState
 
-__all__ = ["StationStatus", "Tag", "TagFilter", "TagReading", "TagUpdateBatch", "reading"]
+__all__ = ["STATUS_CODE_SCALAR", "StationStatus", "StatusCode", "Tag", "TagFilter", "TagReading",
+           "TagUpdateBatch", "reading"]
+
+# An OPC UA status code is an unsigned 32-bit number and every Bad code has the top bit set, so
+# GraphQL's Int (signed 32-bit) cannot carry one: a Bad sample made the field an error. The
+# scalar serializes it as the plain number, as OPC UA's own JSON encoding does.
+StatusCode = NewType("StatusCode", int)
+STATUS_CODE_SCALAR = strawberry.scalar(
+    name="StatusCode", serialize=int, parse_value=int,
+    description="An OPC UA status code as an unsigned 32-bit number (0 = Good, "
+                "0x4xxxxxxx Uncertain, 0x8xxxxxxx Bad), as in OPC UA's JSON encoding")
 
 
 @strawberry.type(description="A value with its quality (OPC UA status code semantics).")
@@ -19,7 +29,7 @@ class TagReading:
     path: str
     value: JSON | None
     quality: str = strawberry.field(description="Status code name, e.g. GOOD, BAD_NOT_CONNECTED")
-    quality_code: int
+    quality_code: StatusCode
     good: bool
     source_ts: dt.datetime = strawberry.field(description="When the device measured it (UTC)")
     server_ts: dt.datetime = strawberry.field(description="When gasops received it (UTC)")
@@ -28,7 +38,7 @@ class TagReading:
 def reading(path: str, v: TagValue) -> TagReading:
     """The GraphQL view of a value."""
     return TagReading(path=path, value=v.value, quality=v.quality.name,
-                      quality_code=int(v.quality), good=v.quality.is_good,
+                      quality_code=StatusCode(int(v.quality)), good=v.quality.is_good,
                       source_ts=v.source_ts, server_ts=v.server_ts)
 
 
@@ -97,7 +107,8 @@ def matches(d: TagDef, f: TagFilter | None, scope: Any) -> bool:
 class HistoryPoint:
     ts: dt.datetime
     value: float | None
-    quality: int | None = None
+    quality: StatusCode | None = strawberry.field(
+        default=None, description="The sample's status code; none for a bucket's aggregate")
 
 
 @strawberry.type(description="The history of one tag over the asked range.")

@@ -49,8 +49,10 @@ def test_tags_and_latest_values(live: LiveServer) -> None:
         "value": 2790.0, "quality": "GOOD", "good": True}}
     assert len(body["data"]["tags"]) == 7
     feed(live, {"station/GRP-01/p_out": 2790.0}, Quality.BAD_NOT_CONNECTED)
-    q = live.gql('{ tag(path: "station/GRP-01/p_out") { current { quality good } } }')
-    assert q["data"]["tag"]["current"] == {"quality": "BAD_NOT_CONNECTED", "good": False}
+    q = live.gql('{ tag(path: "station/GRP-01/p_out") { current { quality qualityCode good } } }')
+    # a Bad code has the top bit set: the full unsigned number, not an Int overflow error
+    assert q == {"data": {"tag": {"current": {
+        "quality": "BAD_NOT_CONNECTED", "qualityCode": 0x808A0000, "good": False}}}}
 
 
 def test_tags_respect_area_scope(live: LiveServer) -> None:
@@ -118,11 +120,13 @@ def test_history_raw_and_buckets(live: LiveServer) -> None:
 
     t0 = dt.datetime.now(dt.UTC).replace(microsecond=0)
     app = live.server.config.app
-    batch_values = [2700.0, 2750.0, 2725.0]
+    batch_values = [2700.0, 2750.0, 2725.0, None]  # the last: the device failed
     for k, v in enumerate(batch_values):
         ts = t0 + dt.timedelta(seconds=k)
-        done = asyncio.run_coroutine_threadsafe(_apply(app, {
-            "station/GRP-02/p_in": TagValue(v * 100, Quality.GOOD, ts, ts)}), app.state.loop)
+        value = TagValue(None, Quality.BAD_DEVICE_FAILURE, ts, ts) if v is None else TagValue(
+            v * 100, Quality.GOOD, ts, ts)
+        done = asyncio.run_coroutine_threadsafe(_apply(app, {"station/GRP-02/p_in": value}),
+                                                app.state.loop)
         done.result(timeout=5)
     query = ('query($s: DateTime!, $e: DateTime!) { raw: history(paths: ["station/GRP-02/p_in"], '
              'start: $s, end: $e) { path points { ts value quality } } '
@@ -134,10 +138,11 @@ def test_history_raw_and_buckets(live: LiveServer) -> None:
     while True:
         body = live.gql(query, variables)
         points = body["data"]["raw"][0]["points"]
-        if len(points) == 3:
+        if len(points) == 4:
             break
         assert time.monotonic() < deadline, body
         time.sleep(0.2)
-    assert [p["value"] for p in points] == [270000.0, 275000.0, 272500.0]
-    assert all(p["quality"] == 0 for p in points)
+    assert "errors" not in body, body
+    assert [p["value"] for p in points] == [270000.0, 275000.0, 272500.0, None]
+    assert [p["quality"] for p in points] == [0, 0, 0, 0x808B0000]  # BadDeviceFailure
     assert max(p["value"] for p in body["data"]["avg"][0]["points"]) == 275000.0
