@@ -24,6 +24,7 @@ from erp.services import accounts
 from opcua.server import CommandDenied, CommandRefused, IntegratorServer
 from realtime.bus import AbstractBus
 from realtime.historian.base import AbstractHistorian
+from realtime.model import TagDef
 from realtime.store import TagStore
 from server.control import Control
 
@@ -32,6 +33,17 @@ __all__ = ["Integrators"]
 log = logging.getLogger("gasops.integrators")
 
 _DENIALS = {"role", "area", "owner", "four_eyes", "critical_consumers"}  # who asks, not what
+
+
+# The live twin's value of every node and pipe: thousands of tags (≈15 KiB of address space
+# each), which integrators read through GraphQL's networkState instead. Its residuals at the
+# sensors and the areas' leak and estimation tags stay in.
+_MODELLED_PER_ELEMENT = ("twin/node/", "twin/pipe/")
+
+
+def _for_integrators(tag: TagDef) -> bool:
+    """Whether the OPC UA server exposes `tag`."""
+    return not tag.path.startswith(_MODELLED_PER_ELEMENT)
 
 
 class _Commands:
@@ -99,7 +111,7 @@ class Integrators:
         self.server = IntegratorServer(
             store, cert_dir=cert_dir, users=self._login, host=host, port=port,
             historian=historian, bus=bus, allow_anonymous=allow_anonymous,
-            commands=_Commands(control, self._directory))
+            commands=_Commands(control, self._directory), include=_for_integrators)
 
     def _login(self, username: str, password: str) -> str | None:
         entry = self._directory.get(username)

@@ -567,6 +567,51 @@ async def test_start_stop_idempotent_no_leaked_tasks_certificate_kept(tmp_path: 
         await srv.stop()
 
 
+async def test_tags_defined_after_start_appear_with_their_first_value(tmp_path: Path,
+                                                                      connect: Connect) -> None:
+    """A smart meter's tags are defined on its first push, long after the server started: each
+    gets its variable (and its asset and district, if new) with its first value, no restart."""
+    store = TagStore([TagDef(P_OUT, unit="Pa", area_id="north")])
+    srv = IntegratorServer(store, port=free_port(), cert_dir=tmp_path / "pki", users=users,
+                           area_names={"north": "North district", "east": "East district"},
+                           commands=FakePort(), include=lambda t: not t.path.startswith("twin/"))
+    await srv.start()
+    try:
+        async with connect(srv, "olga") as client:
+            assert await child_names(await browse(client)) == {"North district"}
+            meter_vb, p_in, valve = "meter/M-900/vb", "station/GRP-01/p_in", "valve/V-9/position"
+            store.define(TagDef(meter_vb, unit="m3", area_id="east"))  # new asset, new district
+            store.define(TagDef(p_in, unit="Pa", area_id="north", range_low=0.0, range_high=6e5))
+            store.define(TagDef(valve, unit="%", area_id="east", writable=True))
+            store.define(TagDef("twin/node/N1/p", unit="Pa", area_id="east"))  # left out
+            store.update_many({meter_vb: good(1234.5), p_in: good(301_000.0), valve: good(100.0),
+                               "twin/node/N1/p": good(2800.0)})
+            async with asyncio.timeout(WITHIN_S):
+                while "East district" not in await child_names(await browse(client)):
+                    await asyncio.sleep(0.05)
+            node = await browse(client, "East district", "M-900", "vb")
+            ns = await client.get_namespace_index(NAMESPACE_URI)
+            assert node.nodeid == ua.NodeId(meter_vb, ns)
+            async with asyncio.timeout(WITHIN_S):  # the value lands just after the node
+                while (await node.read_data_value()).Value.Value != 1234.5:
+                    await asyncio.sleep(0.05)
+            units = await (await node.get_child(f"{ns}:EngineeringUnits")).read_value()
+            assert units.DisplayName.Text == "m³"
+            station = await browse(client, "North district", "GRP-01")  # an existing asset
+            assert await child_names(station) == {"p_out", "p_in"}
+            eu_range = await (await station.get_child([f"{ns}:p_in", f"{ns}:EURange"])).read_value()
+            assert (eu_range.Low, eu_range.High) == (0.0, 6e5)
+            assert await child_names(await browse(client, "East district", "V-9")) == {
+                "position", "Select", "Operate", "Cancel"}  # writable: the control methods too
+            assert await child_names(await browse(client, "East district")) == {"M-900", "V-9"}
+            changes = Changes()
+            await (await client.create_subscription(50, changes)).subscribe_data_change(node)
+            store.update(meter_vb, good(1240.0))
+            await changes.next_for(meter_vb, lambda dv: dv.Value.Value == 1240.0)
+    finally:
+        await srv.stop()
+
+
 async def test_a_failed_start_leaves_nothing_behind(tmp_path: Path) -> None:
     store = TagStore([TagDef(P_OUT, unit="Pa")])
     srv = IntegratorServer(store, port=free_port(), cert_dir=tmp_path / "pki", users=users)
