@@ -14,6 +14,7 @@
   const RESULT = `__typename ... on CommandSuccess { command { ${COMMAND} } }
     ... on CommandRefusal { message rule } ... on Forbidden { message }`;
   const SKZ_MODES = [[2, "auto potential"], [0, "constant current"], [1, "constant voltage"], [3, "off"]];
+  const UNIT_SHOWN = { degC: "°C", "m3/h": "m³/h", m3: "m³" };  // as written in the tags → on screen
   const ACTIONS = {
     station: [["close", "Close outlet valve"], ["open", "Open outlet valve"], ["set_outlet_setpoint", "Set outlet set-point", "kPa"]],
     valve: [["close", "Close"], ["open", "Open"], ["set_position", "Set position", "%"]],
@@ -160,7 +161,10 @@
     for (const t of tags) {
       const tr = document.createElement("tr");
       tr.dataset.path = t.path;
-      tr.innerHTML = `<td>${esc(t.path.split("/").pop())}</td><td class="muted">${esc(t.description)}</td><td class="v"></td><td class="muted">${esc(t.unit)}</td>`;
+      tr.dataset.unit = t.unit;
+      // pressures as each level's operators read them (kPa, bar; Pa inside); the value carries its unit
+      const unit = t.unit === "Pa" ? "" : UNIT_SHOWN[t.unit] ?? t.unit;
+      tr.innerHTML = `<td>${esc(t.path.split("/").pop())}</td><td class="muted">${esc(t.description)}</td><td class="v"></td><td class="muted">${esc(unit)}</td>`;
       body.appendChild(tr);
       card.rows.set(t.path, tr);
       if (t.current) reading(t.current);
@@ -176,7 +180,9 @@
     const tr = card && card.rows.get(r.path);
     if (!tr) return;
     const td = tr.querySelector(".v");
-    const v = typeof r.value === "number" ? (Math.abs(r.value) >= 100 ? r.value.toFixed(0) : r.value.toFixed(2)) : String(r.value);
+    const v = typeof r.value !== "number" ? String(r.value)
+      : tr.dataset.unit === "Pa" ? Gasops.pressure(r.value)
+        : Math.abs(r.value) >= 100 ? r.value.toFixed(0) : r.value.toFixed(2);
     td.textContent = r.good ? v : `${v} (${r.quality})`;
     td.classList.toggle("bad", !r.good);
     td.title = `source time ${r.sourceTs}`;

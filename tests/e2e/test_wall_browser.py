@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -235,6 +236,11 @@ async def test_an_alarm_appears_on_the_wall_and_is_acknowledged_from_the_console
         assert await wall.locator(".alarm-icon.blink").count() == 0
         await row.click()  # the alarm's station card, for the screenshot
         await console.wait_for_selector("#card-values td.v")
+        # pressures as operators read them: low pressure in kPa, medium in bar (Pa inside)
+        p_out = console.locator(f"#card-values tr[data-path='{P_OUT}'] td.v")
+        await p_out.filter(has_text=re.compile(r"^\d+\.\d\d kPa$")).wait_for(timeout=5000)
+        p_in = console.locator("#card-values tr[data-path='station/GRP-01/p_in'] td.v")
+        await p_in.filter(has_text=re.compile(r"^\d+\.\d\d bar$")).wait_for(timeout=5000)
         await console.wait_for_timeout(500)
         await console.screenshot(path=str(ARTIFACTS / "console-1920x1080.png"))
         log = town.live.gql('{ auditLog(first: 1, filter: {operationPrefix: "alarm.ack"}) '
