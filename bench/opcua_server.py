@@ -35,6 +35,7 @@ import logging
 import os
 import platform
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -575,7 +576,10 @@ def main() -> None:
     procs = max(1, min(args.procs, args.clients))
     with tempfile.TemporaryDirectory(prefix="gasops-opcua-bench-") as tmp:
         var = Path(tmp)
-        generate_certificate(var / "client-pki", "bench-client", application_uri=CLIENT_URI)
+        pair = generate_certificate(var / "client-pki", "bench-client", application_uri=CLIENT_URI)
+        trusted = var / "server-pki" / "trusted"  # the server's trust list (opcua._server_trust)
+        trusted.mkdir(parents=True)
+        shutil.copy(pair.certificate, trusted)
         args.port = free_port()
         server = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--serve", str(var), str(args.port),

@@ -39,13 +39,17 @@ current_caller: contextvars.ContextVar[Account | None] = contextvars.ContextVar(
 
 
 class Users(UserManager):
-    """UserName tokens checked by `users`; a secure channel is required for every session."""
+    """UserName tokens checked by `users`; a secure channel is required for every session, and
+    its client certificate must be `trusted` (checked at CreateSession already; checked again
+    here on the channel's own certificate, which a client cannot leave out)."""
 
     def __init__(self, users: Callable[[str, str], str | None], can_read: Callable[[str], bool],
-                 allow_anonymous: bool) -> None:
+                 allow_anonymous: bool, trusted: Callable[[bytes], bool] = lambda _der: True,
+                 ) -> None:
         self._users = users
         self._can_read = can_read
         self._allow_anonymous = allow_anonymous
+        self._trusted = trusted
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> User | None:
@@ -54,6 +58,10 @@ class Users(UserManager):
             # No peer certificate (None or b""): the session came over an unsecured (None) channel,
             # which asyncua keeps open for GetEndpoints even when no None endpoint is offered.
             log.warning("OPC UA session over an unsecured channel refused (user %r)", username)
+            return None
+        if not self._trusted(bytes(certificate)):
+            log.warning("OPC UA session refused (user %r): the channel's client certificate is "
+                        "not trusted", username)
             return None
         if username is None:
             return Account(role=UserRole.User, name="anonymous") if self._allow_anonymous else None

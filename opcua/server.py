@@ -37,7 +37,9 @@ not offered, and a session over an unsecured channel is refused at activation); 
 checked by `users(username, password) -> gasops role | None`; a role must be able to read
 (`can_read`, by default the roles holding ``telemetry.read``); anonymous only with
 `allow_anonymous` (read-only). Methods need `can_control(role)` (admin, dispatcher, operator by
-default) and go to the `CommandPort`. Client certificates are not checked against a trust list yet.
+default) and go to the `CommandPort`. Client application certificates must be on the trust list
+in ``cert_dir/trusted/`` (`opcua._server_trust`): an unknown one is refused and kept in
+``rejected/`` for an administrator to move.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ from opcua._server_space import (
     tag_paths,
     variant_type,
 )
+from opcua._server_trust import ClientTrust
 from opcua._server_values import NULL, TYPE_MISMATCH, SharedDataValue, to_variant
 from realtime.alarms.model import ALARMS_TOPIC, AlarmEvent
 from realtime.bus import AbstractBus
@@ -165,6 +168,8 @@ class IntegratorServer:
         commands: the control pipeline behind Select/Operate/Cancel; without it, no methods.
         can_read: which roles may open a session (default: `READ_ROLES`).
         can_control: which roles may call the methods (default: `CONTROL_ROLES`).
+        trust_any_client: accept any client application certificate; by default only those in
+            ``cert_dir/trusted/`` (`opcua._server_trust`; refused ones land in ``rejected/``).
         include: which of the store's tags get a variable (default: all). Tags defined after
             start get theirs with their first value, at ≈1-2 ms and ≈15 KiB a tag.
     """
@@ -176,6 +181,7 @@ class IntegratorServer:
                  can_read: Callable[[str], bool] | None = None,
                  can_control: Callable[[str], bool] | None = None,
                  include: Callable[[TagDef], bool] | None = None,
+                 trust_any_client: bool = False,
                  server_name: str = "gasops integrator server") -> None:
         self._store = store
         self._host = host
@@ -190,6 +196,7 @@ class IntegratorServer:
         self._can_read = can_read or READ_ROLES.__contains__
         self._can_control = can_control or CONTROL_ROLES.__contains__
         self._include = include or (lambda _tag: True)
+        self.trust = ClientTrust(cert_dir, trust_any=trust_any_client)
         self._server_name = server_name
         self._server: Server | None = None
         self._ns = 0
@@ -237,10 +244,13 @@ class IntegratorServer:
         if self._server is not None:
             return
         cert, key = await asyncio.to_thread(self._ensure_certificate)
+        await asyncio.to_thread(self.trust.prepare)
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        server = Server(user_manager=Users(self._users, self._can_read, self._allow_anonymous))
+        server = Server(user_manager=Users(self._users, self._can_read, self._allow_anonymous,
+                                           self.trust.is_trusted))
         await server.init()
+        server.set_certificate_validator(self.trust.validate)
         server.set_server_name(self._server_name)
         await server.set_application_uri(APPLICATION_URI)
         server.product_uri = "urn:gasops"

@@ -210,7 +210,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                port=settings.opcua_server_port,
                                cert_dir=settings.var_dir / "pki" / "integrator-server",
                                historian=historian, bus=bus,
-                               allow_anonymous=settings.opcua_server_anonymous)
+                               allow_anonymous=settings.opcua_server_anonymous,
+                               trust_any_client=settings.opcua_server_trust_any_client)
                    if settings.opcua_server_port is not None else None)
     twin = (TwinRunner(db, bus, telemetry.store, telemetry.pipeline.on_values,
                        period_s=settings.twin_period_s,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import glob
 import json
 import logging
 import sys
@@ -166,6 +167,55 @@ async def _network_export(settings: Settings, path: Path) -> None:
     print(f"exported {len(fc['features'])} features to {path}")
 
 
+def _opcua_clients(settings: Settings, args: argparse.Namespace) -> int:
+    """The integrator OPC UA server's trust list: `list`, or `trust NAME` (a rejected file)."""
+    from cryptography import x509
+
+    from opcua._server_trust import ClientTrust
+
+    trust = ClientTrust(settings.var_dir / "pki" / "integrator-server")
+    if args.oc_cmd == "list":
+        for label, folder in (("trusted", trust.trusted_dir), ("rejected", trust.rejected_dir)):
+            files = sorted(folder.iterdir()) if folder.is_dir() else []
+            print(f"{label} ({folder}): {len(files) or 'none'}")
+            for path in files:
+                try:
+                    data = path.read_bytes()
+                    cert = (x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
+                            else x509.load_der_x509_certificate(data))
+                except ValueError:
+                    print(f"  {path.name}: not a certificate")
+                    continue
+                uris = [str(u) for u in _san_uris(cert)]
+                print(f"  {path.name}: {cert.subject.rfc4514_string()}, "
+                      f"{', '.join(uris) or 'no application URI'}, "
+                      f"valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}")
+        return 0
+    matches = ([trust.rejected_dir / args.name] if (trust.rejected_dir / args.name).is_file()
+               else sorted(trust.rejected_dir.glob(f"{glob.escape(args.name)}*"))
+               if trust.rejected_dir.is_dir() else [])
+    if len(matches) != 1:
+        print(f"error: {'no' if not matches else 'more than one'} rejected certificate named "
+              f"{args.name!r} in {trust.rejected_dir} (see `gasops opcua-clients list`)",
+              file=sys.stderr)
+        return 2
+    trust.prepare()
+    target = trust.trusted_dir / matches[0].name
+    matches[0].replace(target)
+    print(f"trusted: {target} (the server reads its trust list again at the next connection)")
+    return 0
+
+
+def _san_uris(cert: Any) -> list[str]:
+    from cryptography import x509
+
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(san.get_values_for_type(x509.UniformResourceIdentifier))
+
+
 async def _audit_verify(settings: Settings) -> int:
     async def run(engine: Any) -> int:
         async with session_factory(engine)() as s:
@@ -273,6 +323,11 @@ def _parser() -> argparse.ArgumentParser:
     aud = sub.add_parser("audit", help="audit trail").add_subparsers(dest="audit_cmd",
                                                                      required=True)
     aud.add_parser("verify", help="check the hash chain; exit 1 if broken")
+    oc = sub.add_parser("opcua-clients", help="client certificates the OPC UA server trusts"
+                        ).add_subparsers(dest="oc_cmd", required=True)
+    oc.add_parser("list", help="the trusted and the rejected (waiting for review) certificates")
+    oct_ = oc.add_parser("trust", help="move a rejected certificate to the trusted ones")
+    oct_.add_argument("name", help="its file name in rejected/, or the start of it")
     return p
 
 
@@ -321,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                 return asyncio.run(_audit_verify(settings))
             case "twin":
                 return _twin_solve(args)
+            case "opcua-clients":
+                return _opcua_clients(settings, args)
     except erp_errors.ValidationFailed as exc:
         print("rejected, nothing was written:", file=sys.stderr)
         for e in exc.errors:

@@ -103,7 +103,8 @@ class Integrators:
 
     def __init__(self, db: Any, store: TagStore, control: Control, *, host: str, port: int,
                  cert_dir: Path, historian: AbstractHistorian | None, bus: AbstractBus,
-                 allow_anonymous: bool = False, refresh_s: float = 60.0) -> None:
+                 allow_anonymous: bool = False, trust_any_client: bool = False,
+                 refresh_s: float = 60.0) -> None:
         self._db = db
         self._directory: dict[str, accounts.LoginEntry] = {}
         self._refresh_s = refresh_s
@@ -111,7 +112,8 @@ class Integrators:
         self.server = IntegratorServer(
             store, cert_dir=cert_dir, users=self._login, host=host, port=port,
             historian=historian, bus=bus, allow_anonymous=allow_anonymous,
-            commands=_Commands(control, self._directory), include=_for_integrators)
+            commands=_Commands(control, self._directory), include=_for_integrators,
+            trust_any_client=trust_any_client)
 
     def _login(self, username: str, password: str) -> str | None:
         entry = self._directory.get(username)

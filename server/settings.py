@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     opcua_server_host: str = Field(default="127.0.0.1", description="Where the OPC UA server listens")
     opcua_server_anonymous: bool = Field(default=False,
                                          description="Let anonymous OPC UA sessions read")
+    opcua_server_trust_any_client: bool = Field(
+        default=False, description="Accept any OPC UA client certificate (a laboratory only); by "
+        "default only those in var/pki/integrator-server/trusted/, refused ones land in rejected/")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     secret_key: SecretStr | None = Field(default=None, description="Token signing key")

@@ -149,12 +149,13 @@ async def test_select_and_operate_over_opcua_run_the_same_pipeline(
     from opcua._security import generate_certificate
     from opcua.server import NAMESPACE_URI
     from tests._live import PASSWORD
-    from tests.integration.test_opcua_server import call_raw
+    from tests.integration.test_opcua_server import call_raw, trust
 
     live = live_opcua
     assert _wait_value(live, "valve/V-R1/position") == 100.0
     integrators = live.server.config.app.state.integrators
     pair = generate_certificate(tmp_path, "e2e-client", application_uri="urn:gasops:e2e-client")
+    trust(integrators.server, pair.certificate)  # on the server's trust list
 
     async def session(user: str) -> Client:
         client = Client(integrators.server.endpoint, timeout=40)

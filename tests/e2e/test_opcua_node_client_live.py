@@ -25,7 +25,11 @@ from tests._live import PASSWORD, LiveServer, start_live_server
 from tests._services import free_port
 from tests.e2e.test_control_api import _value, _wait_value
 from tests.e2e.test_field_demo import _seed
-from tests.integration.test_opcua_server import NODE_DIR, node_client  # noqa: F401  (fixture)
+from tests.integration.test_opcua_server import (  # noqa: F401  (node_client: a fixture)
+    NODE_DIR,
+    node_client,
+    trust_node_client,
+)
 
 BASIC256SHA256 = "http://opcfoundation.org/UA/SecurityPolicy#Basic256Sha256"
 VALVE = "station/GRP-01/valve_pos"  # the station's outlet valve, on the simulated OPC UA field
@@ -48,9 +52,14 @@ def live_opcua(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]
 
 
 @pytest.fixture(scope="module")
-def node_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """node-opcua's PKI folder, shared by the runs of this module (its certificate made once)."""
-    return tmp_path_factory.mktemp("node-opcua-live")
+def node_config(tmp_path_factory: pytest.TempPathFactory, node_client: str,  # noqa: F811
+                live_opcua: LiveServer) -> Path:
+    """node-opcua's PKI folder, shared by the runs of this module (its certificate made once,
+    refused by the server at first, then trusted as an administrator would)."""
+    config = tmp_path_factory.mktemp("node-opcua-live")
+    integrators = live_opcua.server.config.app.state.integrators
+    asyncio.run(trust_node_client(node_client, integrators.server, config))
+    return config
 
 
 def _run_node(node: str, live: LiveServer, config: Path, user: str, action: str,

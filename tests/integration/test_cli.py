@@ -65,3 +65,25 @@ def test_twin_solve_exit_codes(tmp_path: Path) -> None:
     r = _run(tmp_path, "twin", "solve", str(data / "GasLib-40.net"), "--compressors", "boost")
     assert r.returncode == 3 and "--compressors bypass" in r.stderr
     assert json.loads(r.stdout)["status"] == "max_iterations"
+
+
+def test_opcua_clients_list_and_trust_a_rejected_certificate(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from opcua._security import generate_certificate
+    from opcua._server_trust import ClientTrust
+
+    # what the server does with a certificate it does not know: keeps it in rejected/
+    pki = tmp_path / "pki" / "integrator-server"
+    pair = generate_certificate(tmp_path / "client", "scada-1", application_uri="urn:scada:1")
+    refused = ClientTrust(pki).reject(x509.load_der_x509_certificate(pair.certificate.read_bytes()))
+    r = _run(tmp_path, "opcua-clients", "list")
+    assert r.returncode == 0, r.stderr
+    assert "trusted" in r.stdout and "none" in r.stdout.split("rejected")[0]
+    assert refused.name in r.stdout and "urn:scada:1" in r.stdout
+    r = _run(tmp_path, "opcua-clients", "trust", "nobody")
+    assert r.returncode == 2 and "no rejected certificate" in r.stderr
+    r = _run(tmp_path, "opcua-clients", "trust", "scada-1")  # the start of the file name
+    assert r.returncode == 0, r.stderr
+    assert not refused.exists() and (pki / "trusted" / refused.name).is_file()
+    assert ClientTrust(pki).is_trusted(pair.certificate.read_bytes())

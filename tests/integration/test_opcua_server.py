@@ -182,7 +182,9 @@ def connect(client_pki: tuple[Path, Path]) -> Connect:
 
     @contextlib.asynccontextmanager
     async def session(server: IntegratorServer, user: str | None = "olga", password: str = "s3cret",
-                      mode: str = "SignAndEncrypt") -> AsyncIterator[Client]:
+                      mode: str = "SignAndEncrypt", trusted: bool = True) -> AsyncIterator[Client]:
+        if trusted:  # an administrator put this client's certificate on the server's trust list
+            trust(server, client_pki[0])
         client = Client(server.endpoint, timeout=10)
         client.application_uri = "urn:gasops:test-client"
         client.session_timeout = 60_000
@@ -199,6 +201,12 @@ def connect(client_pki: tuple[Path, Path]) -> Connect:
             await client.disconnect()
 
     return session
+
+
+def trust(server: IntegratorServer, certificate: Path) -> None:
+    """Put a client certificate on `server`'s trust list, as an administrator would."""
+    server.trust.trusted_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(certificate, server.trust.trusted_dir)
 
 
 async def browse(client: Client, *names: str) -> Node:
@@ -515,6 +523,30 @@ async def test_sessions_are_refused(user: str | None, password: str, error: type
             pass
 
 
+async def test_an_unknown_client_certificate_is_refused_until_an_administrator_trusts_it(
+        tmp_path: Path, connect: Connect) -> None:
+    store = TagStore([TagDef(P_OUT, unit="Pa")])
+    srv = IntegratorServer(store, port=free_port(), cert_dir=tmp_path / "pki", users=users)
+    await srv.start()
+    try:
+        with pytest.raises(ua.uaerrors.BadCertificateUntrusted):
+            async with connect(srv, "olga", trusted=False):
+                pass
+        # the refused certificate waits in rejected/ (also with the right password)
+        (rejected,) = srv.trust.rejected_dir.iterdir()
+        assert rejected.name.startswith("test-client-") and rejected.suffix == ".der"
+        assert not any(srv.trust.trusted_dir.iterdir())
+        rejected.rename(srv.trust.trusted_dir / rejected.name)  # the administrator's decision
+        async with connect(srv, "olga", trusted=False) as client:  # no restart needed
+            assert await child_names(await browse(client)) == {"Unassigned"}
+        (srv.trust.trusted_dir / rejected.name).unlink()  # and taken back
+        with pytest.raises(ua.uaerrors.BadCertificateUntrusted):
+            async with connect(srv, "olga", trusted=False):
+                pass
+    finally:
+        await srv.stop()
+
+
 @pytest.mark.parametrize("mode", ["Sign", "SignAndEncrypt"])
 async def test_both_secure_modes_serve_sessions(mode: str, server: IntegratorServer,
                                                  connect: Connect) -> None:
@@ -587,13 +619,14 @@ async def test_tags_defined_after_start_appear_with_their_first_value(tmp_path: 
             store.update_many({meter_vb: good(1234.5), p_in: good(301_000.0), valve: good(100.0),
                                "twin/node/N1/p": good(2800.0)})
             async with asyncio.timeout(WITHIN_S):
-                while "East district" not in await child_names(await browse(client)):
+                # polled (noqa): a client sees the address space only by reading it
+                while "East district" not in await child_names(await browse(client)):  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
             node = await browse(client, "East district", "M-900", "vb")
             ns = await client.get_namespace_index(NAMESPACE_URI)
             assert node.nodeid == ua.NodeId(meter_vb, ns)
             async with asyncio.timeout(WITHIN_S):  # the value lands just after the node
-                while (await node.read_data_value()).Value.Value != 1234.5:
+                while (await node.read_data_value()).Value.Value != 1234.5:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
             units = await (await node.get_child(f"{ns}:EngineeringUnits")).read_value()
             assert units.DisplayName.Text == "m³"
@@ -676,6 +709,34 @@ def node_client() -> str:
     return node
 
 
+async def node_process(node: str, options: dict[str, Any], config: Path) -> tuple[int, str, str]:
+    """Run client.mjs with `options` and node-opcua's PKI in `config`: (exit code, out, err)."""
+    proc = await asyncio.create_subprocess_exec(
+        node, str(NODE_DIR / "client.mjs"), json.dumps(options), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "XDG_CONFIG_HOME": str(config)})
+    try:
+        async with asyncio.timeout(90):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def trust_node_client(node: str, server: IntegratorServer, config: Path) -> None:
+    """The OPC UA trust workflow with node-opcua's own certificate (made on its first run): the
+    server refuses it and keeps it in rejected/; the administrator moves it to trusted/."""
+    options = {"endpoint": server.endpoint, "user": "nobody", "password": "-",
+               "namespaceUri": NAMESPACE_URI, "path": [], "timeoutMs": 20_000}
+    code, out, err = await node_process(node, options, config)
+    assert code != 0 and "BadCertificateUntrusted" in out + err, (out + err)[-2000:]
+    (refused,) = [p for p in server.trust.rejected_dir.iterdir()
+                  if p.name.startswith("gasops-node-test-client")]
+    refused.rename(server.trust.trusted_dir / refused.name)
+
+
 async def run_node_client(node: str, server: IntegratorServer, store: TagStore, config: Path,
                           user: str) -> dict[str, Any]:
     options = {"endpoint": server.endpoint, "user": user, "password": "s3cret", "namespaceUri": NAMESPACE_URI,
@@ -692,22 +753,13 @@ async def run_node_client(node: str, server: IntegratorServer, store: TagStore, 
 
     changer = asyncio.get_running_loop().create_task(keep_changing())
     try:
-        proc = await asyncio.create_subprocess_exec(
-            node, str(NODE_DIR / "client.mjs"), json.dumps(options), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env={**os.environ, "XDG_CONFIG_HOME": str(config)})
-        try:
-            async with asyncio.timeout(90):
-                out, err = await proc.communicate()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise
+        code, out, err = await node_process(node, options, config)
     finally:
         changer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await changer
-    assert proc.returncode == 0, f"node client failed: {out.decode()} {err.decode()[-2000:]}"
-    (line,) = [x for x in out.decode().splitlines() if x.startswith("SUMMARY ")]
+    assert code == 0, f"node client failed: {out} {err[-2000:]}"
+    (line,) = [x for x in out.splitlines() if x.startswith("SUMMARY ")]
     return json.loads(line.removeprefix("SUMMARY "))  # type: ignore[no-any-return]
 
 
@@ -715,6 +767,7 @@ async def test_node_opcua_client_as_operator_and_as_crew(
         node_client: str, server: IntegratorServer, store: TagStore, port: FakePort,
         tmp_path_factory: pytest.TempPathFactory) -> None:
     config = tmp_path_factory.mktemp("node-opcua-config")
+    await trust_node_client(node_client, server, config)  # refused first, then trusted
     port.calls.clear()
     summary = await run_node_client(node_client, server, store, config, "olga")
     assert summary["security"] == {"mode": "SignAndEncrypt",
