@@ -217,6 +217,11 @@ class IntegratorServer:
 
     # ------------------------------------------------------------------ properties
 
+    def set_area_names(self, names: Mapping[str, str]) -> None:
+        """District display names by area id, for folders made from now on (at `start`, and
+        for districts that appear later)."""
+        self._area_names = dict(names)
+
     @property
     def endpoint(self) -> str:
         """The URL integrators connect to."""

@@ -1,7 +1,7 @@
 """Composition of the OPC UA server for SCADA integrators (`opcua.server.IntegratorServer`):
-its users from the accounts database, its Select/Operate/Cancel methods onto the same command
-pipeline as GraphQL, its values from the tag store, history from the historian, alarms from
-the bus.
+its users and district names from the database, its Select/Operate/Cancel methods onto the
+same command pipeline as GraphQL, its values from the tag store, history from the historian,
+alarms from the bus.
 
 Switched on by `GASOPS_OPCUA_SERVER_PORT`. asyncua's user manager is synchronous, so the login
 facts (name, password hash, role, areas) are read from the database at start and every minute,
@@ -20,7 +20,7 @@ from typing import Any
 from control.model import Action, Command, Operator
 from control.pipeline import CommandPipeline
 from control.pipeline import CommandRefused as PipelineRefused
-from erp.services import accounts
+from erp.services import accounts, registry
 from opcua.server import CommandDenied, CommandRefused, IntegratorServer
 from realtime.bus import AbstractBus
 from realtime.historian.base import AbstractHistorian
@@ -122,8 +122,10 @@ class Integrators:
     async def _load(self) -> None:
         async with self._db() as s:
             directory = await accounts.login_directory(s)
+            districts = await registry.area_names(s)
         self._directory.clear()
         self._directory.update(directory)
+        self.server.set_area_names(districts)
 
     async def start(self) -> None:
         """Read the users, start the server, refresh the users every minute."""

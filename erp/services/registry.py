@@ -26,6 +26,7 @@ __all__ = [
     "AssetRecord",
     "ImportSummary",
     "Scope",
+    "area_names",
     "bulk_import",
     "create_asset",
     "load_levels",
@@ -399,6 +400,11 @@ async def network_records(session: AsyncSession) -> list[AssetRecord]:
         for obj in (await session.execute(stmt)).scalars():
             records.append(AssetRecord(kind, obj.id, row_values(kind, obj)))
     return records
+
+
+async def area_names(session: AsyncSession) -> dict[str, str]:
+    """Area id → its name (a district's display name)."""
+    return {area_id: name for area_id, name in await session.execute(select(orm.Area.id, orm.Area.name))}
 
 
 async def corrector_service_points(session: AsyncSession) -> dict[str, str]:

@@ -33,7 +33,7 @@ from tests.integration.test_opcua_server import (  # noqa: F401  (node_client: a
 
 BASIC256SHA256 = "http://opcfoundation.org/UA/SecurityPolicy#Basic256Sha256"
 VALVE = "station/GRP-01/valve_pos"  # the station's outlet valve, on the simulated OPC UA field
-PATH = ["T1", "GRP-01", "valve_pos"]  # district (no display names configured: the area id)
+PATH = ["Test T1", "GRP-01", "valve_pos"]  # the district folder carries the area's name
 STEPS = ("command.selected", "command.operate", "command.written", "command.succeeded")
 
 
