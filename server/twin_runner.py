@@ -6,11 +6,14 @@ Each cycle (default every 10 s):
    pressure is its regulator's set-point; a station whose inlet is a network source gives the
    source pressure from its inlet gauge; line valves with a position tag give their opening;
    the mean station gas temperature is the flowing temperature.
-2. **Demands**: every service point's expected flow now from its category's SigLinDe profile at
-   today's air temperature (the `twin_air_temperature_c` setting, else the town's climate
-   normal for the date) and the local hour, then scaled per pressure zone so that the zone's
-   consumption equals what its metered stations measure flowing in (inflow through the
-   regulators feeding it minus what leaves through those it feeds), where all of them measure.
+2. **Demands**: a consumer with an industrial volume corrector takes the flow its counter
+   measures (`meter/<id>/vb`, its rise over the last five minutes, `realtime.counters`); every
+   other service point its expected flow now from its category's SigLinDe profile at today's
+   air temperature (the `twin_air_temperature_c` setting, else the town's climate normal for
+   the date) and the local hour, scaled per pressure zone so that the zone's consumption
+   equals what its metered stations measure flowing in (inflow through the regulators feeding
+   it minus what leaves through those it feeds, minus the correctors' measured flows), where
+   all of them measure.
 3. **Solve** (`twin_jax.solve_steady`, warm-started from the previous state) in a worker
    thread, so the event loop never waits for JAX.
 4. **Publish**: modelled pressure of every node (`twin/node/<id>/p`, Pa gauge) and mass flow of
@@ -50,6 +53,7 @@ import numpy as np
 from control.model import Action, Impact, Target, TargetKind
 from erp.services.registry import AssetRecord, corrector_service_points, load_levels, network_records
 from realtime.bus import AbstractBus
+from realtime.counters import CounterRate
 from realtime.model import Quality, TagDef, TagValue
 from realtime.store import TagStore
 from realtime.twin_state import (
@@ -110,6 +114,7 @@ class _Model:
                                        for c in net.consumer_ids])
         self.consumer_area = [sp.get(c, {}).get("area_id") for c in net.consumer_ids]
         self.consumer_zone = net.zone_of_node[net.consumer_node] if net.consumer_ids else np.zeros(0, int)
+        self.consumer_index = {c: k for k, c in enumerate(net.consumer_ids)}
         self.regulator_index = {rid: k for k, rid in enumerate(net.regulator_ids)}
         self.valve_index = {vid: k for k, vid in enumerate(net.valve_ids)}
         self.source_by_node = {net.node_ids[n]: k for k, n in enumerate(net.source_node.tolist())}
@@ -216,6 +221,7 @@ class TwinRunner:
         self._utc_offset = dt.timedelta(hours=local_utc_offset_h)
         self._model: _Model | None = None
         self._correctors: dict[str, str] = {}  # corrector meter id → service point id
+        self._counters: dict[str, CounterRate] = {}  # corrector meter id → its vb counter's rate
         self._task: asyncio.Task[None] | None = None
         self.latest: NetworkSnapshot | None = None
         self.error: str | None = None
@@ -246,6 +252,7 @@ class TwinRunner:
         records, levels = await load_registry_records(self._db)
         async with self._db() as session:
             self._correctors = await corrector_service_points(session)
+        self._counters = {}
         model = await asyncio.to_thread(_Model, records, levels)
         self._model = model
         self._define_tags(model)
@@ -403,16 +410,44 @@ class TwinRunner:
 
             air_c = float(climate_mean_temperature_c(np.array([local.timetuple().tm_yday]))[0])
         demand = model.demands_kg_s(air_c, local.hour + local.minute / 60.0 + local.second / 3600.0)
+        measured = np.zeros(len(demand), dtype=bool)
+        for k, kg_s in self._metered_demands(model, now).items():
+            demand[k], measured[k] = kg_s, True
         balance = self._zone_balance(model, demand, flows)
-        scale = np.where(model.metered_zone_mask & (balance.inflow_kg_s > 0) & (balance.profile_kg_s > 0),
-                         balance.inflow_kg_s / np.where(balance.profile_kg_s > 0, balance.profile_kg_s, 1.0),
-                         1.0)
-        demand = demand * np.clip(np.nan_to_num(scale, nan=1.0), 0.05, 20.0)[model.consumer_zone]
+        # the zone's metered inflow less its correctors' flows is what the profiles must add up to
+        by_profile = np.bincount(model.consumer_zone, weights=np.where(measured, 0.0, demand),
+                                 minlength=net.n_zones) if len(demand) else np.zeros(net.n_zones)
+        for_profile = balance.inflow_kg_s - (balance.profile_kg_s - by_profile)
+        known = model.metered_zone_mask & np.isfinite(for_profile) & (by_profile > 0)
+        scale = np.where(known, for_profile / np.where(by_profile > 0, by_profile, 1.0), 1.0)
+        demand = np.where(measured, demand, demand * np.clip(scale, 0.05, 20.0)[model.consumer_zone])
         params = base._replace(
             consumer_demand_kg_s=jnp.asarray(demand), setpoint_pa_gauge=jnp.asarray(setpoints),
             source_pressure_pa_gauge=jnp.asarray(sources), valve_opening=jnp.asarray(opening),
             temperature_k=jnp.asarray(gas_c + 273.15))
         return params, air_c, gas_c, balance
+
+    def _metered_demands(self, model: _Model, now: dt.datetime) -> dict[int, float]:
+        """Consumer index → the flow (kg/s) its industrial corrector's counter measures now,
+        for the correctors whose counter gives a rate (good readings spanning half a minute
+        or more of the last five minutes)."""
+        out: dict[int, float] = {}
+        for meter_id, sp in self._correctors.items():
+            k = model.consumer_index.get(sp)
+            if k is None:
+                continue
+            state = self._store.get(f"meter/{meter_id}/vb")
+            counter = self._counters.setdefault(meter_id, CounterRate())
+            value = state.value.value if state is not None else None
+            if state is not None and Quality(state.value.quality).is_good and isinstance(
+                    value, int | float) and not isinstance(value, bool):
+                counter.add(state.value.source_ts, float(value))
+                if state.last_reported > state.last_updated:  # reported again, unchanged since
+                    counter.add(state.last_reported, float(value))
+            m3h = counter.per_hour(now)
+            if m3h is not None:
+                out[k] = max(m3h, 0.0) * model.rho_std20 / 3600.0
+        return out
 
     def _zone_balance(self, model: _Model, demand: np.ndarray, flows_m3h: Mapping[str, float]
                       ) -> ZoneBalance:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from erp.adapters.db import create_engine, session_factory
-from erp.services.registry import AssetRecord
 from server.plant import SimulatedPlant
 from tests.e2e._network import seed_stations
 from tests.e2e.test_twin_live import town
@@ -25,9 +24,7 @@ def _run(coro_fn) -> object:
 
 def test_plant_feeds_stations_and_leaks_show_in_the_inflow(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'gasops.sqlite3'}"
-    seed_stations(url, [*town(), AssetRecord("meter", "M-IND-1", {
-        "serial": "C-1", "model": "EK270", "kind": "industrial_corrector",
-        "service_point_id": "IND-1", "area_id": "T1"})])
+    seed_stations(url, town())  # with IND-1's corrector M-IND-1
 
     async def scenario() -> dict[str, object]:
         engine = create_engine(url)

@@ -9,6 +9,7 @@ every 0.3 s; the test feeds station gauges like a driver would and reads `networ
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Iterator
 
@@ -17,9 +18,10 @@ from gql import Client, gql
 from gql.transport.websockets import WebsocketsTransport
 
 from erp.services.registry import AssetRecord
+from realtime.model import Quality, TagValue
 from tests._live import LiveServer, start_live_server
 from tests.e2e._network import seed_stations
-from tests.e2e.test_telemetry_api import feed
+from tests.e2e.test_telemetry_api import _apply, feed
 
 AREA = "T1"
 STATE = """query($area: String) { networkState(area: $area) {
@@ -74,7 +76,10 @@ def town() -> list[AssetRecord]:
                                          "pressure_level": "medium", "remotely_operable": True,
                                          "lat": 57.6, "lon": 39.8, "area_id": AREA}),
             _sp("BH-1", "M5", "critical", 120.0, 250_000.0, critical="boiler_house"),
-            _sp("IND-1", "M4", "industrial", 200.0, 600_000.0)]
+            _sp("IND-1", "M4", "industrial", 200.0, 600_000.0),
+            AssetRecord("meter", "M-IND-1", {"serial": "EK-0001", "model": "EK270",
+                                             "kind": "industrial_corrector",
+                                             "service_point_id": "IND-1", "area_id": AREA})]
     recs += [_sp(f"H-{k}", node, "household", 2.5, 1_500.0)
              for k, node in enumerate(["L2"] * 20 + ["L3"] * 30)]
     return recs
@@ -244,3 +249,31 @@ def test_the_live_loop_estimates_demand_and_roughness_per_area(live: LiveServer)
     assert demand["factor"] == pytest.approx(1.0, abs=0.1)
     assert est["suspectSensors"] == []
     assert "station/GRP-1/flow" not in est["missingSensors"]
+
+
+def test_an_industrial_correctors_counter_sets_its_consumers_demand(live: LiveServer) -> None:
+    """IND-1's corrector counts 500 m³/h (its profile peaks at 200): the twin takes the measured
+    flow as that consumer's demand, the rise of the counter over the readings' span."""
+    feed(live, {"station/GRS-1/p_in": 600_000.0, "station/GRS-1/p_out": 295_000.0,
+                "station/GRP-1/p_out": 2_700.0, "valve/V-1/position": 0.0})  # PM4 feeds IND-1 alone
+    app = live.server.config.app
+    now = dt.datetime.now(dt.UTC)
+
+    def reading(volume_m3: float, seconds_ago: float) -> None:
+        ts = now - dt.timedelta(seconds=seconds_ago)
+        value = TagValue(volume_m3, Quality.GOOD, ts, ts)
+        asyncio.run_coroutine_threadsafe(_apply(app, {"meter/M-IND-1/vb": value}),
+                                         app.state.loop).result(timeout=5)
+
+    reading(10_000.0, 120.0)
+    time.sleep(1.0)  # a few twin cycles see the first reading
+    reading(10_000.0 + 500.0 * 120.0 / 3600.0, 0.0)  # 500 m³/h over the two minutes
+    want = 500.0 * app.state.twin._model.rho_std20 / 3600.0  # kg/s at standard conditions
+
+    def pm4(state: dict) -> float:
+        return next(q["massFlowKgS"] for q in state["pipes"] if q["id"] == "PM4")
+
+    state = _state_after(live, lambda s: s["status"] == "converged"
+                         and pm4(s) == pytest.approx(want, rel=1e-3))
+    assert pm4(state) > 200.0 * app.state.twin._model.rho_std20 / 3600.0  # not its profile
+    feed(live, {"valve/V-1/position": 100.0})
