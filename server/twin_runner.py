@@ -514,8 +514,11 @@ class TwinRunner:
             pressure = [(path, node, path.startswith("meter/"))
                         for path, node in self._residual_sensors(model)]
             flows = [(f"station/{sid}/flow", sid) for sid in sorted(model.stations)]
+            # a consumer with a corrector runs on its measured flow: no area's scale applies
+            metered = {model.consumer_index.get(sp) for sp in self._correctors.values()}
             model.estimation = EstimationWatch(
-                model.net, result.state, consumer_area=model.consumer_area,
+                model.net, result.state,
+                consumer_area=[None if k in metered else a for k, a in enumerate(model.consumer_area)],
                 pipe_area=model.pipe_area, pressure_sensors=pressure, flow_sensors=flows,
                 flow_m3h_to_kg_s=model.rho_std20 / 3600.0, every_s=self._estimation_every_s)
         watch = model.estimation
