@@ -577,7 +577,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gasops-opcua-bench-") as tmp:
         var = Path(tmp)
         pair = generate_certificate(var / "client-pki", "bench-client", application_uri=CLIENT_URI)
-        trusted = var / "server-pki" / "trusted"  # the server's trust list (opcua._server_trust)
+        trusted = var / "server-pki" / "trusted"  # the server's trust list (opcua.trust)
         trusted.mkdir(parents=True)
         shutil.copy(pair.certificate, trusted)
         args.port = free_port()

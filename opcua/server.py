@@ -38,7 +38,7 @@ checked by `users(username, password) -> gasops role | None`; a role must be abl
 (`can_read`, by default the roles holding ``telemetry.read``); anonymous only with
 `allow_anonymous` (read-only). Methods need `can_control(role)` (admin, dispatcher, operator by
 default) and go to the `CommandPort`. Client application certificates must be on the trust list
-in ``cert_dir/trusted/`` (`opcua._server_trust`): an unknown one is refused and kept in
+in ``cert_dir/trusted/`` (`opcua.trust`): an unknown one is refused and kept in
 ``rejected/`` for an administrator to move.
 """
 
@@ -77,8 +77,8 @@ from opcua._server_space import (
     tag_paths,
     variant_type,
 )
-from opcua._server_trust import ClientTrust
 from opcua._server_values import NULL, TYPE_MISMATCH, SharedDataValue, to_variant
+from opcua.trust import ClientTrust
 from realtime.alarms.model import ALARMS_TOPIC, AlarmEvent
 from realtime.bus import AbstractBus
 from realtime.historian.base import AbstractHistorian
@@ -169,7 +169,7 @@ class IntegratorServer:
         can_read: which roles may open a session (default: `READ_ROLES`).
         can_control: which roles may call the methods (default: `CONTROL_ROLES`).
         trust_any_client: accept any client application certificate; by default only those in
-            ``cert_dir/trusted/`` (`opcua._server_trust`; refused ones land in ``rejected/``).
+            ``cert_dir/trusted/`` (`opcua.trust`; refused ones land in ``rejected/``).
         include: which of the store's tags get a variable (default: all). Tags defined after
             start get theirs with their first value, at ≈1-2 ms and ≈15 KiB a tag.
     """

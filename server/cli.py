@@ -169,9 +169,7 @@ async def _network_export(settings: Settings, path: Path) -> None:
 
 def _opcua_clients(settings: Settings, args: argparse.Namespace) -> int:
     """The integrator OPC UA server's trust list: `list`, or `trust NAME` (a rejected file)."""
-    from cryptography import x509
-
-    from opcua._server_trust import ClientTrust
+    from opcua.trust import ClientTrust, application_uris, read_certificate
 
     trust = ClientTrust(settings.var_dir / "pki" / "integrator-server")
     if args.oc_cmd == "list":
@@ -179,14 +177,11 @@ def _opcua_clients(settings: Settings, args: argparse.Namespace) -> int:
             files = sorted(folder.iterdir()) if folder.is_dir() else []
             print(f"{label} ({folder}): {len(files) or 'none'}")
             for path in files:
-                try:
-                    data = path.read_bytes()
-                    cert = (x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
-                            else x509.load_der_x509_certificate(data))
-                except ValueError:
+                cert = read_certificate(path)
+                if cert is None:
                     print(f"  {path.name}: not a certificate")
                     continue
-                uris = [str(u) for u in _san_uris(cert)]
+                uris = application_uris(cert)
                 print(f"  {path.name}: {cert.subject.rfc4514_string()}, "
                       f"{', '.join(uris) or 'no application URI'}, "
                       f"valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}")
@@ -204,16 +199,6 @@ def _opcua_clients(settings: Settings, args: argparse.Namespace) -> int:
     matches[0].replace(target)
     print(f"trusted: {target} (the server reads its trust list again at the next connection)")
     return 0
-
-
-def _san_uris(cert: Any) -> list[str]:
-    from cryptography import x509
-
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return list(san.get_values_for_type(x509.UniformResourceIdentifier))
 
 
 async def _audit_verify(settings: Settings) -> int:

@@ -71,7 +71,7 @@ def test_opcua_clients_list_and_trust_a_rejected_certificate(tmp_path: Path) -> 
     from cryptography import x509
 
     from opcua._security import generate_certificate
-    from opcua._server_trust import ClientTrust
+    from opcua.trust import ClientTrust
 
     # what the server does with a certificate it does not know: keeps it in rejected/
     pki = tmp_path / "pki" / "integrator-server"

@@ -30,7 +30,7 @@ from asyncua.common.utils import ServiceError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-__all__ = ["ClientTrust", "certificate_name"]
+__all__ = ["ClientTrust", "application_uris", "certificate_name", "read_certificate"]
 
 log = logging.getLogger("opcua.server")
 
@@ -47,15 +47,24 @@ def certificate_name(cert: x509.Certificate) -> str:
     return f"{safe[:60]}-{thumbprint[:16]}.der"
 
 
-def _load(path: Path) -> x509.Certificate | None:
+def read_certificate(path: Path) -> x509.Certificate | None:
+    """The certificate in a DER or PEM file, or None when the file holds none."""
     data = path.read_bytes()
     try:
         if b"-----BEGIN CERTIFICATE-----" in data:
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
     except ValueError:
-        log.warning("OPC UA trust list: %s is not a certificate; ignored", path)
         return None
+
+
+def application_uris(cert: x509.Certificate) -> list[str]:
+    """The application URIs a certificate names (its subject alternative names)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(u) for u in san.get_values_for_type(x509.UniformResourceIdentifier)]
 
 
 class ClientTrust:
@@ -84,9 +93,11 @@ class ClientTrust:
         if listing != self._seen:
             prints = set()
             for path in files:
-                cert = _load(path)
-                if cert is not None:
-                    prints.add(hashlib.sha256(cert.public_bytes(Encoding.DER)).digest())
+                cert = read_certificate(path)
+                if cert is None:
+                    log.warning("OPC UA trust list: %s is not a certificate; ignored", path)
+                    continue
+                prints.add(hashlib.sha256(cert.public_bytes(Encoding.DER)).digest())
             self._seen, self._fingerprints = listing, frozenset(prints)
         return self._fingerprints
 
