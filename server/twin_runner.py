@@ -358,10 +358,9 @@ class TwinRunner:
             inlet = st.get("inlet_node_id")
             if inlet in net.node_index and inlet not in model.source_by_node:
                 out.append((f"station/{sid}/p_in", net.node_index[inlet]))
-        consumer = {c: k for k, c in enumerate(net.consumer_ids)}
         for meter_id, sp in sorted(self._correctors.items()):
-            if sp in consumer:  # a corrector's gauge reads absolute pressure
-                out.append((f"meter/{meter_id}/p", int(net.consumer_node[consumer[sp]])))
+            if sp in model.consumer_index:  # a corrector's gauge reads absolute pressure
+                out.append((f"meter/{meter_id}/p", int(net.consumer_node[model.consumer_index[sp]])))
         return out
 
     def _good(self, path: str) -> float | None:
