@@ -65,6 +65,7 @@ from erp.domain.balance import (
     balance,
     leakage_m3,
 )
+from erp.services.registry import area_names
 
 __all__ = ["BUCKET_S", "GRANULARITIES", "FlowHistory", "GasBalanceReport", "Norms", "PartBalance",
            "Period", "gas_balance", "metered_m3", "period_of"]
@@ -503,7 +504,7 @@ async def gas_balance(session: AsyncSession, history: FlowHistory | None, day: d
         d.estimated += sums.estimated
         d.notes += [f"{bid}: {n}" for n in sums.notes]
         district_stations[area_id] += [s.id for s in z.feeders]
-    names = dict((await session.execute(select(orm.Area.id, orm.Area.name))).all())
+    names = await area_names(session)
     district_parts = [_part("district", a, names.get(a, a), a, tuple(district_stations[a]),
                             district_sums[a], price) for a in sorted(district_sums)]
     return GasBalanceReport(
